@@ -1,0 +1,70 @@
+"""Conditioning passed from the denoiser to a network: one typed record, no catch-all dict.
+
+A network is called as ``net(x_t, c_noise, cond)`` where ``cond`` is a :class:`Cond` or None.
+Each field is optional; a network raises a ValueError when given a field it was not built for,
+so a misrouted condition is an error rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Cond:
+    """Per-sample conditioning; every tensor has the batch as its first dimension.
+
+    Attributes:
+        label: (N,) int64 class ids; the id ``num_classes`` is the null (unconditional) label.
+        context: (N, L, D) token embeddings for cross-attention (text).
+        context_mask: (N, L) bool, True where a token is real (not padding).
+        pooled: (N, D) pooled embedding added to the timestep embedding.
+        low_res: (N, C, h, w) low-resolution image for super-resolution models.
+        low_res_noise: (N,) noise level of the augmented low-resolution image.
+    """
+
+    label: Tensor | None = None
+    context: Tensor | None = None
+    context_mask: Tensor | None = None
+    pooled: Tensor | None = None
+    low_res: Tensor | None = None
+    low_res_noise: Tensor | None = None
+
+    def present(self) -> list[str]:
+        """Names of the fields that are set."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def map(self, fn) -> Cond:
+        """Apply ``fn`` to every tensor that is set, returning a new Cond."""
+        return replace(self, **{n: fn(getattr(self, n)) for n in self.present()})
+
+    def index(self, idx: Tensor | slice) -> Cond:
+        """Select samples along the batch dimension."""
+        return self.map(lambda v: v[idx])
+
+    def to(self, device: torch.device | str) -> Cond:
+        return self.map(lambda v: v.to(device))
+
+    @staticmethod
+    def cat(conds: list[Cond]) -> Cond:
+        """Concatenate along the batch dimension; all must set the same fields."""
+        names = conds[0].present()
+        for c in conds[1:]:
+            if c.present() != names:
+                raise ValueError(f"cannot concatenate Cond with fields {names} and {c.present()}")
+        return Cond(**{n: torch.cat([getattr(c, n) for c in conds]) for n in names})
+
+
+def check_supported(cond: Cond | None, supported: set[str], who: str) -> None:
+    """Raise a ValueError naming the fields ``who`` cannot consume."""
+    if cond is None:
+        return
+    extra = [n for n in cond.present() if n not in supported]
+    if extra:
+        raise ValueError(
+            f"{who} got conditioning {extra} it was not built for; "
+            f"it accepts {sorted(supported) or 'no conditioning'}"
+        )
