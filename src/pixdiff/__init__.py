@@ -1,0 +1,31 @@
+"""pixdiff: pixel-space diffusion on one continuous-time core."""
+
+from pixdiff.conditioning import Cond
+from pixdiff.denoiser import Denoised, Denoiser
+from pixdiff.prediction import PREDICTION_TYPES
+from pixdiff.samplers import available as available_samplers
+from pixdiff.samplers import sample_ddim, sample_ddpm
+from pixdiff.sampling import sample
+from pixdiff.schedules import (
+    DiscreteSchedule,
+    EDMSchedule,
+    FlowSchedule,
+    Schedule,
+    VESchedule,
+    VPCosineSchedule,
+    VPLinearLogSNRSchedule,
+    VPLinearSchedule,
+    get_schedule,
+    q_sample,
+    schedule_from_dict,
+)
+from pixdiff.timesteps import time_grid
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PREDICTION_TYPES", "Cond", "Denoised", "Denoiser", "DiscreteSchedule", "EDMSchedule",
+    "FlowSchedule", "Schedule", "VESchedule", "VPCosineSchedule", "VPLinearLogSNRSchedule",
+    "VPLinearSchedule", "available_samplers", "get_schedule", "q_sample", "sample",
+    "sample_ddim", "sample_ddpm", "schedule_from_dict", "time_grid",
+]

@@ -1,0 +1,269 @@
+"""Diffusion Transformer on pixel patches (Peebles & Xie 2023, "Scalable Diffusion Models with
+Transformers"; reference design: facebookresearch/DiT ``models.py``).
+
+Patchify with a strided conv, add a fixed 2-D sin-cos position embedding, run adaLN-Zero
+Transformer blocks conditioned on the noise level (and label / pooled embedding), then an adaLN
+final layer and unpatchify. With ``context_dim`` each block gains a cross-attention sub-layer
+after self-attention (PixArt-alpha, Chen et al. 2023) whose output projection starts at zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pixdiff.conditioning import Cond
+from pixdiff.nets.layers import (
+    CondEmbedder,
+    CrossAttention,
+    SelfAttention,
+    broadcast_c_noise,
+    check_config_ints,
+    check_cond,
+    check_context,
+    check_image,
+    check_shape,
+    config_from_dict,
+    config_to_dict,
+    sincos_pos_embed_2d,
+    zero_module,
+)
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Hyper-parameters of :class:`DiT`; round-trips through JSON via to_dict / from_dict.
+
+    Attributes:
+        in_channels: image channels (the output has the same, doubled by ``learn_sigma``).
+        image_size: training resolution; sets the stored position-embedding grid.
+        patch_size: side of the square patches (tokens = (image_size / patch_size)**2).
+        hidden_size, depth, num_heads, mlp_ratio: Transformer width, blocks, heads, MLP ratio.
+        num_classes: class-conditional with this many classes (0 = no labels).
+        learn_sigma: output twice the channels (iDDPM learned variance, as DiT does).
+        context_dim: width of cross-attention context tokens (0 = no cross-attention).
+        pooled_dim: width of a pooled embedding added to the conditioning vector (0 = none).
+    """
+
+    in_channels: int = 3
+    image_size: int = 32
+    patch_size: int = 2
+    hidden_size: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    num_classes: int = 0
+    learn_sigma: bool = False
+    context_dim: int = 0
+    pooled_dim: int = 0
+
+    def __post_init__(self) -> None:
+        check_config_ints(
+            self,
+            positive=("in_channels", "image_size", "patch_size", "hidden_size", "depth")
+            + ("num_heads",),
+            non_negative=("num_classes", "context_dim", "pooled_dim"),
+        )
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
+            )
+        if self.hidden_size % self.num_heads or self.hidden_size % 4:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_heads "
+                f"{self.num_heads} and by 4 (2-D sin-cos position embedding)"
+            )
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * (2 if self.learn_sigma else 1)
+
+    @property
+    def grid_size(self) -> int:
+        """Tokens per side at ``image_size``."""
+        return self.image_size // self.patch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
+        return config_from_dict(cls, d)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN: ``x * (1 + scale) + shift`` with (N, 1, D) modulation over (N, T, D) tokens."""
+    return x * (1 + scale) + shift
+
+
+def _layer_norm(dim: int) -> nn.LayerNorm:
+    """LayerNorm without affine parameters: adaLN supplies scale and shift."""
+    return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+
+class DiTBlock(nn.Module):
+    """Transformer block with adaLN-Zero conditioning (Peebles & Xie 2023, Fig. 3).
+
+    Six modulation vectors (shift, scale, gate for attention and MLP) regress from the
+    conditioning vector; an optional cross-attention sub-layer sits between attention and MLP.
+    """
+
+    def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float, context_dim: int):
+        super().__init__()
+        self.norm1 = _layer_norm(dim)
+        self.attn = SelfAttention(dim, num_heads=num_heads)
+        self.cross_norm = _layer_norm(dim) if context_dim else None
+        self.cross_attn = (
+            CrossAttention(dim, context_dim, num_heads=num_heads) if context_dim else None
+        )
+        self.norm2 = _layer_norm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
+        )
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(
+        self, x: Tensor, c: Tensor, context: Tensor | None, context_mask: Tensor | None
+    ) -> Tensor:
+        """x (N, T, D) tokens, c (N, D) conditioning -> (N, T, D)."""
+        mod = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)  # 6 x (N, 1, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.cross_norm(x), context, context_mask)
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    """adaLN LayerNorm and a linear map from tokens to patch pixels (DiT ``FinalLayer``)."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = _layer_norm(dim)
+        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        """(N, T, D), (N, D) -> (N, T, p * p * out_channels)."""
+        shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=-1)  # 2 x (N, 1, D)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """Pixel-space DiT: ``net(x_t, c_noise, cond) -> (N, in_channels [x2], H, W)``.
+
+    Any H, W divisible by ``patch_size`` is accepted; the position embedding is fixed sin-cos,
+    stored (not saved) for the configured grid and recomputed for other grids.
+    """
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.x_embedder = nn.Conv2d(c.in_channels, c.hidden_size, c.patch_size, c.patch_size)
+        self.embed = CondEmbedder(
+            c.hidden_size, freq_dim=256, num_classes=c.num_classes, pooled_dim=c.pooled_dim
+        )
+        pos = sincos_pos_embed_2d(c.hidden_size, c.grid_size, c.grid_size)
+        self.register_buffer("pos_embed", pos[None], persistent=False)  # (1, T, D)
+        self.blocks = nn.ModuleList(
+            DiTBlock(
+                c.hidden_size,
+                num_heads=c.num_heads,
+                mlp_ratio=c.mlp_ratio,
+                context_dim=c.context_dim,
+            )
+            for _ in range(c.depth)
+        )
+        self.final_layer = FinalLayer(c.hidden_size, c.patch_size, c.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """All initialisation in one place, as DiT's ``initialize_weights``.
+
+        Xavier-uniform linears with zero bias; the patch embedding initialised like a linear;
+        embedding tables and the timestep MLP N(0, 0.02); adaLN modulations, cross-attention
+        outputs and the final linear zeroed (adaLN-Zero), so a fresh DiT outputs exactly zero.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        w = self.x_embedder.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.bias)
+        if self.embed.label is not None:
+            nn.init.normal_(self.embed.label.table.weight, std=0.02)
+        nn.init.normal_(self.embed.time.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.embed.time.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            zero_module(block.adaLN_modulation[-1])
+            if block.cross_attn is not None:
+                zero_module(block.cross_attn.proj)
+        zero_module(self.final_layer.adaLN_modulation[-1])
+        zero_module(self.final_layer.linear)
+
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Cond | None = None) -> Tensor:
+        """Predict the network output for noisy images.
+
+        Args:
+            x: (N, in_channels, H, W) noisy images, H and W multiples of ``patch_size``.
+            c_noise: (N,) float noise conditioning, or a scalar broadcast to N.
+            cond: the conditioning this net was built for (label / context / pooled).
+
+        Returns:
+            (N, in_channels * (2 if learn_sigma else 1), H, W).
+        """
+        c_noise = broadcast_c_noise(c_noise, x.shape[0], x.device)
+        cond = self._check_inputs(x, cond)
+        grid_h, grid_w = x.shape[2] // self.config.patch_size, x.shape[3] // self.config.patch_size
+        tokens = self.x_embedder(x).flatten(2).transpose(1, 2)  # (N, T, D)
+        tokens = tokens + self._pos_embed(grid_h, grid_w).to(tokens.dtype)
+        c = self.embed(c_noise, cond)  # (N, D)
+        for block in self.blocks:
+            tokens = block(tokens, c, cond.context, cond.context_mask)
+        out = self.final_layer(tokens, c)  # (N, T, p * p * out_channels)
+        return self.unpatchify(out, grid_h, grid_w)
+
+    def _pos_embed(self, grid_h: int, grid_w: int) -> Tensor:
+        """(1, grid_h * grid_w, D) fixed position embedding."""
+        if (grid_h, grid_w) == (self.config.grid_size, self.config.grid_size):
+            return self.pos_embed
+        pos = sincos_pos_embed_2d(self.config.hidden_size, grid_h, grid_w)
+        return pos[None].to(self.pos_embed.device)
+
+    def unpatchify(self, x: Tensor, grid_h: int, grid_w: int) -> Tensor:
+        """(N, T, p * p * C) -> (N, C, grid_h * p, grid_w * p)."""
+        p, c = self.config.patch_size, self.config.out_channels
+        x = x.reshape(x.shape[0], grid_h, grid_w, p, p, c)
+        x = x.permute(0, 5, 1, 3, 2, 4)  # (N, C, grid_h, p, grid_w, p)
+        return x.reshape(x.shape[0], c, grid_h * p, grid_w * p)
+
+    def required_cond(self) -> list[str]:
+        """Names of the Cond fields this network needs on every call."""
+        c = self.config
+        wanted = {
+            "label": c.num_classes > 0,
+            "context": c.context_dim > 0,
+            "pooled": c.pooled_dim > 0,
+        }
+        return [name for name, needed in wanted.items() if needed]
+
+    def _check_inputs(self, x: Tensor, cond: Cond | None) -> Cond:
+        """Validate x and cond against the config, raising ValueError naming the problem."""
+        c = self.config
+        check_image(x, channels=c.in_channels, multiple=c.patch_size, who="DiT")
+        cond = check_cond(cond, batch=x.shape[0], required=self.required_cond(), who="DiT")
+        if cond.context is not None:
+            check_context(
+                cond.context, cond.context_mask, batch=x.shape[0], context_dim=c.context_dim
+            )
+        if cond.pooled is not None:
+            check_shape("pooled", cond.pooled, (x.shape[0], c.pooled_dim))
+        return cond

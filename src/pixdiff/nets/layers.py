@@ -1,0 +1,370 @@
+"""Building blocks shared by the U-Net and the DiT.
+
+Embeddings (timestep, label, 2-D sin-cos position), normalisation, attention via
+``torch.nn.functional.scaled_dot_product_attention``, the one zero-init helper, and the strict
+dict round-trip used by the network configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pixdiff.conditioning import Cond, check_supported
+
+C = TypeVar("C")
+M = TypeVar("M", bound=nn.Module)
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def zero_module(module: M) -> M:
+    """Zero every parameter of ``module`` and return it: the one place zero-init happens.
+
+    Used for the last layer of each residual branch and for the output layer, so that a fresh
+    network is the identity on its residual stream and outputs exactly zero (Goyal et al. 2017;
+    ADM, Dhariwal & Nichol 2021; adaLN-Zero, Peebles & Xie 2023).
+    """
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def timestep_embedding(c_noise: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding of a real-valued noise level (Vaswani et al. 2017; Ho et al. 2020).
+
+    Frequencies and ``[cos, sin]`` order follow ADM / DiT. Computed in float32 whatever the
+    input dtype or autocast state, because bf16 cannot resolve ``c_noise`` up to ~1000.
+
+    Args:
+        c_noise: (N,) noise conditioning (e.g. a timestep in [0, 1000) or EDM's ln(sigma)/4).
+        dim: embedding width.
+        max_period: lowest frequency is ``1 / max_period``.
+
+    Returns:
+        (N, dim) float32.
+    """
+    half = dim // 2
+    exponent = torch.arange(half, dtype=torch.float32, device=c_noise.device) / half
+    freqs = torch.exp(-math.log(max_period) * exponent)  # (half,)
+    args = c_noise.float()[:, None] * freqs[None]  # (N, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal features followed by a 2-layer SiLU MLP (DDPM, ADM, DiT ``TimestepEmbedder``)."""
+
+    def __init__(self, out_dim: int, *, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, c_noise: Tensor) -> Tensor:
+        """(N,) -> (N, out_dim)."""
+        freq = timestep_embedding(c_noise, self.freq_dim)
+        return self.mlp(freq.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class-label embedding table with one extra row for the null label (Ho & Salimans 2022).
+
+    Ids ``0 .. num_classes - 1`` are classes and ``num_classes`` is the null label used for
+    classifier-free guidance. Dropping labels during training is the trainer's job.
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, label: Tensor) -> Tensor:
+        """(N,) int64 -> (N, dim); raises ValueError for ids outside [0, num_classes]."""
+        check_label(label, self.num_classes)
+        return self.table(label)
+
+
+def check_label(label: Tensor, num_classes: int) -> None:
+    """Raise a ValueError unless ``label`` is a 1-D integer tensor of ids in [0, num_classes]."""
+    if label.dim() != 1 or label.dtype.is_floating_point or label.dtype == torch.bool:
+        raise ValueError(
+            f"cond.label must be a 1-D integer tensor, got {tuple(label.shape)} {label.dtype}"
+        )
+    if label.numel() and (int(label.min()) < 0 or int(label.max()) > num_classes):
+        raise ValueError(
+            f"cond.label ids must lie in [0, {num_classes}] ({num_classes} is the null label "
+            f"for classifier-free guidance); got min {int(label.min())}, max {int(label.max())}"
+        )
+
+
+def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> Tensor:
+    """Fixed 2-D sin-cos position embedding (MAE, He et al. 2022; DiT, Peebles & Xie 2023).
+
+    The first half of the channels encodes the column and the second half the row (the
+    order of MAE's ``get_2d_sincos_pos_embed``), each with the 1-D Transformer embedding
+    ``[sin, cos]`` of ``omega = 1 / 10000^(2i/d)``.
+
+    Returns:
+        (grid_h * grid_w, dim) float32, tokens in row-major order.
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos position embedding needs dim divisible by 4, got {dim}")
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float32),
+        torch.arange(grid_w, dtype=torch.float32),
+        indexing="ij",
+    )
+    return torch.cat([_sincos_1d(dim // 2, cols), _sincos_1d(dim // 2, rows)], dim=1)
+
+
+def _sincos_1d(dim: int, pos: Tensor) -> Tensor:
+    """(H, W) positions -> (H * W, dim) ``[sin, cos]`` embedding (MAE ``get_1d_sincos``)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float32) / (dim / 2))
+    out = pos.reshape(-1, 1) * omega[None]  # (H * W, dim / 2)
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def group_count(channels: int, max_groups: int) -> int:
+    """Largest number of groups <= ``max_groups`` that divides ``channels``."""
+    return next(g for g in range(min(max_groups, channels), 0, -1) if channels % g == 0)
+
+
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm computed in float32 and cast back (ADM ``GroupNorm32``), robust to bf16."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        y = F.group_norm(x.float(), self.num_groups, weight, bias, self.eps)
+        return y.to(x.dtype)
+
+
+def group_norm(channels: int, *, max_groups: int = 32, eps: float = 1e-5) -> GroupNorm:
+    """GroupNorm with 32 groups (Wu & He 2018), or fewer when ``channels`` needs it."""
+    return GroupNorm(group_count(channels, max_groups), channels, eps=eps)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def _split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """(N, T, D) -> (N, heads, T, D / heads)."""
+    n, t, d = x.shape
+    return x.reshape(n, t, num_heads, d // num_heads).transpose(1, 2)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    """(N, heads, T, d) -> (N, T, heads * d)."""
+    n, h, t, d = x.shape
+    return x.transpose(1, 2).reshape(n, t, h * d)
+
+
+def _check_heads(dim: int, num_heads: int) -> None:
+    if num_heads < 1 or dim % num_heads:
+        raise ValueError(f"attention width {dim} is not divisible by num_heads={num_heads}")
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over tokens (Vaswani et al. 2017) using fused SDPA.
+
+    With ``zero_init_out`` the output projection starts at zero, so a residual branch
+    ``x + attn(x)`` starts as the identity (ADM ``AttentionBlock``).
+    """
+
+    def __init__(self, dim: int, *, num_heads: int, zero_init_out: bool = False):
+        super().__init__()
+        _check_heads(dim, num_heads)
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        if zero_init_out:
+            zero_module(self.proj)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, T, D) -> (N, T, D)."""
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (N, T, D)
+        q, k, v = (_split_heads(a, self.num_heads) for a in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, D / heads)
+        return self.proj(_merge_heads(out))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from tokens to a padded context sequence (LDM, Rombach et al. 2022).
+
+    Padding tokens (``context_mask`` False) are excluded from attention. A sample with no real
+    token at all gets a zero update instead of the NaN a fully masked softmax would give.
+    """
+
+    def __init__(self, dim: int, context_dim: int, *, num_heads: int, zero_init_out: bool = False):
+        super().__init__()
+        _check_heads(dim, num_heads)
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        if zero_init_out:
+            zero_module(self.proj)
+
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
+        """Args: x (N, T, D); context (N, L, context_dim); context_mask (N, L) bool or None."""
+        q = _split_heads(self.q(x), self.num_heads)  # (N, heads, T, d)
+        k, v = (_split_heads(a, self.num_heads) for a in self.kv(context).chunk(2, dim=-1))
+        if context_mask is None:
+            return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        has_token = context_mask.any(dim=1)  # (N,)
+        # Let empty rows attend to everything (finite), then zero them: no NaN in fwd or bwd.
+        attend = context_mask | ~has_token[:, None]  # (N, L)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend[:, None, None, :])
+        out = self.proj(_merge_heads(out))  # (N, T, D)
+        return out * has_token[:, None, None].to(out.dtype)
+
+
+class CondEmbedder(nn.Module):
+    """Sum of the noise-level embedding and every vector condition (ADM, DiT, Imagen, CDM).
+
+    Class labels (ADM ``label_emb``, DiT ``y_embedder``), a pooled text embedding (Imagen,
+    Saharia et al. 2022) and the augmentation noise level of a low-resolution input (CDM, Ho et
+    al. 2022, embedded like a timestep) are each mapped to ``dim`` and added to the timestep
+    embedding.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        freq_dim: int,
+        num_classes: int = 0,
+        pooled_dim: int = 0,
+        low_res_noise: bool = False,
+    ):
+        super().__init__()
+        self.time = TimestepEmbedder(dim, freq_dim=freq_dim)
+        self.label = LabelEmbedder(num_classes, dim) if num_classes else None
+        self.pooled = nn.Linear(pooled_dim, dim) if pooled_dim else None
+        self.low_res_noise = TimestepEmbedder(dim, freq_dim=freq_dim) if low_res_noise else None
+
+    def forward(self, c_noise: Tensor, cond: Cond) -> Tensor:
+        """(N,) noise level and a checked Cond -> (N, dim)."""
+        emb = self.time(c_noise)
+        if self.label is not None:
+            emb = emb + self.label(cond.label)
+        if self.pooled is not None:
+            emb = emb + self.pooled(cond.pooled)
+        if self.low_res_noise is not None:
+            emb = emb + self.low_res_noise(cond.low_res_noise)
+        return emb
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def check_image(x: Tensor, *, channels: int, multiple: int, who: str) -> None:
+    """Raise a ValueError unless ``x`` is (N, channels, H, W) with H, W multiples of ``multiple``."""
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{who} expects x of shape (N, {channels}, H, W), got {tuple(x.shape)}")
+    if x.shape[2] % multiple or x.shape[3] % multiple:
+        raise ValueError(
+            f"{who} needs H and W divisible by {multiple}, got {x.shape[2]}x{x.shape[3]}; "
+            "resize or pad the image, or change the network's levels / patch size"
+        )
+
+
+def broadcast_c_noise(c_noise: Tensor | float, batch: int, device: torch.device) -> Tensor:
+    """Turn a scalar or (N,) noise level into an (N,) tensor on ``device``."""
+    c = torch.as_tensor(c_noise, device=device)
+    if c.dim() == 0:
+        c = c.expand(batch)
+    if c.shape != (batch,):
+        raise ValueError(f"c_noise must be a scalar or shape ({batch},), got {tuple(c.shape)}")
+    return c
+
+
+def check_cond(cond: Cond | None, *, batch: int, required: Sequence[str], who: str) -> Cond:
+    """Check ``cond`` carries exactly the fields a network was built for, with batch ``batch``.
+
+    ``context_mask`` is optional whenever ``context`` is required. Returns ``cond`` or an
+    empty Cond.
+    """
+    cond = Cond() if cond is None else cond
+    optional = {"context_mask"} if "context" in required else set()
+    check_supported(cond, set(required) | optional, who)
+    missing = [n for n in required if getattr(cond, n) is None]
+    if missing:
+        raise ValueError(
+            f"{who} was built for conditioning {list(required)} but cond lacks {missing}; "
+            "for an unconditional pass give the null label (id num_classes) / empty context"
+        )
+    for name in cond.present():
+        if getattr(cond, name).shape[0] != batch:
+            raise ValueError(f"cond.{name} has batch {getattr(cond, name).shape[0]}, x has {batch}")
+    return cond
+
+
+def check_shape(name: str, value: Tensor, expected: tuple[int, ...]) -> None:
+    """Raise a ValueError naming ``cond.<name>`` unless it has shape ``expected``."""
+    if tuple(value.shape) != expected:
+        raise ValueError(f"cond.{name} must have shape {expected}, got {tuple(value.shape)}")
+
+
+def check_context(
+    context: Tensor, context_mask: Tensor | None, *, batch: int, context_dim: int
+) -> None:
+    """Raise a ValueError unless context is (N, L, context_dim) and the mask (N, L) bool."""
+    if context.dim() != 3 or context.shape[0] != batch or context.shape[2] != context_dim:
+        raise ValueError(
+            f"cond.context must be (N={batch}, L, {context_dim}), got {tuple(context.shape)}"
+        )
+    if context_mask is None:
+        return
+    if context_mask.dtype != torch.bool or context_mask.shape != context.shape[:2]:
+        raise ValueError(
+            f"cond.context_mask must be bool of shape {tuple(context.shape[:2])} "
+            f"(True = real token), got {context_mask.dtype} {tuple(context_mask.shape)}"
+        )
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A frozen config dataclass as a JSON-ready dict (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def check_config_ints(
+    config: Any, *, positive: Sequence[str] = (), non_negative: Sequence[str] = ()
+) -> None:
+    """Raise a ValueError naming every integer field of ``config`` outside its allowed range."""
+    bad = [f"{n}={getattr(config, n)!r} (must be >= 1)" for n in positive
+           if not isinstance(getattr(config, n), int) or getattr(config, n) < 1]
+    bad += [f"{n}={getattr(config, n)!r} (must be >= 0)" for n in non_negative
+            if not isinstance(getattr(config, n), int) or getattr(config, n) < 0]
+    if bad:
+        raise ValueError(f"invalid {type(config).__name__}: {', '.join(bad)}")
+
+
+def config_from_dict(cls: type[C], d: dict[str, Any]) -> C:
+    """Strictly rebuild a config dataclass from a dict read back from JSON.
+
+    Lists are restored to tuples; an unknown key raises a ValueError listing the valid keys.
+    """
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys are {valid}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

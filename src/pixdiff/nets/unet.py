@@ -1,0 +1,435 @@
+"""U-Net in the DDPM / ADM style for pixel-space diffusion.
+
+Ho et al. 2020 ("Denoising Diffusion Probabilistic Models", the CIFAR-10 U-Net); Nichol &
+Dhariwal 2021 ("Improved DDPM", learned variance); Dhariwal & Nichol 2021 ("Diffusion Models
+Beat GANs", ADM: scale-shift norm, BigGAN up/down blocks, head width 64). Cross-attention to a
+token context follows LDM (Rombach et al. 2022); low-resolution conditioning by concatenation
+follows SR3 (Saharia et al. 2021) and CDM (Ho et al. 2022).
+
+The network maps ``(x_t, c_noise, cond)`` to an output shaped like ``x_t`` (twice the channels
+with ``learn_sigma``); it knows nothing of schedules or prediction types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pixdiff.conditioning import Cond
+from pixdiff.nets.layers import (
+    CondEmbedder,
+    CrossAttention,
+    SelfAttention,
+    broadcast_c_noise,
+    check_config_ints,
+    check_cond,
+    check_context,
+    check_image,
+    check_shape,
+    config_from_dict,
+    config_to_dict,
+    group_norm,
+    zero_module,
+)
+
+Resample = Literal["none", "up", "down"]
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Hyper-parameters of :class:`UNet`; round-trips through JSON via to_dict / from_dict.
+
+    Attributes:
+        in_channels, out_channels: image channels in and out (out doubled by ``learn_sigma``).
+        image_size: training resolution; attention resolutions refer to it.
+        model_channels: width of the first level; level i has ``model_channels * channel_mult[i]``.
+        channel_mult: per-level width multipliers; ``len`` is the number of levels.
+        num_res_blocks: residual blocks per level in the encoder (decoder has one more).
+        attention_resolutions: feature-map sizes (in pixels, e.g. (16,)) that get attention.
+        num_heads: attention heads, used when ``head_channels`` is 0.
+        head_channels: channels per head (ADM uses 64); 0 = use ``num_heads``.
+        dropout: dropout before the last conv of each residual block.
+        scale_shift_norm: ADM adaptive GroupNorm ``norm(h) * (1 + scale) + shift``; False =
+            DDPM's additive embedding ``norm(h + emb)``.
+        resblock_updown: BigGAN-style residual blocks for resampling instead of plain convs.
+        num_groups: GroupNorm groups (fewer are used when a width is not divisible).
+        num_classes: class-conditional with this many classes (0 = no labels).
+        context_dim: width of cross-attention context tokens (0 = no cross-attention).
+        pooled_dim: width of a pooled embedding added to the timestep embedding (0 = none).
+        learn_sigma: output twice ``out_channels`` (iDDPM learned variance).
+        low_res_channels: channels of ``cond.low_res`` concatenated to the input (0 = none).
+    """
+
+    in_channels: int = 3
+    out_channels: int = 3
+    image_size: int = 32
+    model_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (16,)
+    num_heads: int = 4
+    head_channels: int = 0
+    dropout: float = 0.0
+    scale_shift_norm: bool = True
+    resblock_updown: bool = False
+    num_groups: int = 32
+    num_classes: int = 0
+    context_dim: int = 0
+    pooled_dim: int = 0
+    learn_sigma: bool = False
+    low_res_channels: int = 0
+
+    def __post_init__(self) -> None:
+        check_config_ints(
+            self,
+            positive=("in_channels", "out_channels", "image_size", "model_channels")
+            + ("num_res_blocks", "num_heads", "num_groups"),
+            non_negative=("head_channels", "num_classes", "context_dim", "pooled_dim")
+            + ("low_res_channels",),
+        )
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ValueError(f"channel_mult must be positive ints, got {self.channel_mult}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.image_size % self.size_multiple:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by {self.size_multiple} "
+                f"= 2**(levels-1) for channel_mult {self.channel_mult}"
+            )
+        unused = [r for r in self.attention_resolutions if r not in self.resolutions]
+        if unused:
+            raise ValueError(
+                f"attention_resolutions {unused} never occur: the levels of this U-Net have "
+                f"resolutions {self.resolutions} (set attention_resolutions with image_size)"
+            )
+        for mult in self.channel_mult:
+            self.heads(self.model_channels * mult)
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be multiples of this: 2**(levels - 1)."""
+        return 2 ** (len(self.channel_mult) - 1)
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Feature-map size of each level at ``image_size``."""
+        return tuple(self.image_size >> level for level in range(len(self.channel_mult)))
+
+    @property
+    def emb_dim(self) -> int:
+        """Width of the timestep embedding: 4 x model_channels (DDPM, ADM)."""
+        return 4 * self.model_channels
+
+    @property
+    def total_out_channels(self) -> int:
+        return self.out_channels * (2 if self.learn_sigma else 1)
+
+    def heads(self, channels: int) -> int:
+        """Number of attention heads for a block of ``channels`` channels."""
+        width = self.head_channels or channels // self.num_heads
+        if channels % width or (not self.head_channels and channels % self.num_heads):
+            raise ValueError(
+                f"{channels} channels cannot be split into heads with num_heads="
+                f"{self.num_heads}, head_channels={self.head_channels}"
+            )
+        return channels // width
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
+        return config_from_dict(cls, d)
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def _resample(x: Tensor, mode: Resample) -> Tensor:
+    """Parameter-free 2x resampling used inside BigGAN-style residual blocks (ADM)."""
+    if mode == "up":
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    if mode == "down":
+        return F.avg_pool2d(x, kernel_size=2)
+    return x
+
+
+class ResBlock(nn.Module):
+    """Residual block with a noise-embedding input (DDPM ``ResnetBlock``; ADM ``ResBlock``).
+
+    ``x -> GN -> SiLU -> [resample] -> conv -> (+emb | FiLM) -> GN -> SiLU -> dropout -> conv``,
+    the last conv zero-initialised, plus a (1x1 conv) skip.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        *,
+        dropout: float,
+        scale_shift_norm: bool,
+        num_groups: int,
+        resample: Resample = "none",
+    ):
+        super().__init__()
+        self.resample = resample
+        self.scale_shift_norm = scale_shift_norm
+        self.in_norm = group_norm(in_ch, max_groups=num_groups)
+        self.in_conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_ch * (2 if scale_shift_norm else 1))
+        self.out_norm = group_norm(out_ch, max_groups=num_groups)
+        self.dropout = nn.Dropout(dropout)
+        self.out_conv = zero_module(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x (N, in_ch, H, W), emb (N, emb_dim) -> (N, out_ch, H', W')."""
+        h = self.in_conv(_resample(F.silu(self.in_norm(x)), self.resample))
+        e = self.emb_proj(F.silu(emb))[:, :, None, None].to(h.dtype)  # (N, C or 2C, 1, 1)
+        if self.scale_shift_norm:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.out_norm(h) * (1 + scale) + shift
+        else:
+            h = self.out_norm(h + e)
+        h = self.out_conv(self.dropout(F.silu(h)))
+        return self.skip(_resample(x, self.resample)) + h
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 conv (DDPM, ADM with ``conv_resample``)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour 2x upsampling followed by a 3x3 conv (DDPM, ADM)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def _to_tokens(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, H * W, C)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def _to_map(tokens: Tensor, height: int, width: int) -> Tensor:
+    """(N, H * W, C) -> (N, C, H, W)."""
+    n, _, c = tokens.shape
+    return tokens.transpose(1, 2).reshape(n, c, height, width)
+
+
+class AttentionBlock(nn.Module):
+    """Spatial self-attention (DDPM, ADM), plus cross-attention to a context when configured.
+
+    Each sub-layer is a pre-GroupNorm residual branch with a zero-initialised output projection.
+    """
+
+    def __init__(self, ch: int, *, num_heads: int, context_dim: int, num_groups: int):
+        super().__init__()
+        self.norm = group_norm(ch, max_groups=num_groups)
+        self.attn = SelfAttention(ch, num_heads=num_heads, zero_init_out=True)
+        self.cross_norm = group_norm(ch, max_groups=num_groups) if context_dim else None
+        self.cross = (
+            CrossAttention(ch, context_dim, num_heads=num_heads, zero_init_out=True)
+            if context_dim
+            else None
+        )
+
+    def forward(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
+        """x (N, C, H, W); context (N, L, D) or None; context_mask (N, L) bool or None."""
+        height, width = x.shape[-2:]
+        x = x + _to_map(self.attn(_to_tokens(self.norm(x))), height, width)
+        if self.cross is not None:
+            tokens = _to_tokens(self.cross_norm(x))  # (N, H * W, C)
+            x = x + _to_map(self.cross(tokens, context, context_mask), height, width)
+        return x
+
+
+class EmbedSequential(nn.Sequential):
+    """Runs its layers in order, giving each the inputs it takes (ADM ``TimestepEmbedSequential``)."""
+
+    def forward(
+        self, h: Tensor, emb: Tensor, context: Tensor | None, context_mask: Tensor | None
+    ) -> Tensor:
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                h = layer(h, emb)
+            elif isinstance(layer, AttentionBlock):
+                h = layer(h, context, context_mask)
+            else:
+                h = layer(h)
+        return h
+
+
+# ----------------------------------------------------------------------------- network
+
+
+class UNet(nn.Module):
+    """DDPM / ADM U-Net: ``net(x_t, c_noise, cond) -> (N, out_channels [x2], H, W)``.
+
+    Encoder levels of ``num_res_blocks`` residual blocks (attention at the configured
+    resolutions) and a 2x downsample; a middle ResBlock-Attention-ResBlock; a decoder mirroring
+    the encoder with one extra block per level, each consuming a skip connection (Ho et al. 2020,
+    Appendix B; Dhariwal & Nichol 2021, Section 3). The output conv is zero-initialised, so a
+    fresh network outputs exactly zero.
+    """
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.embed = CondEmbedder(
+            c.emb_dim,
+            freq_dim=c.model_channels,
+            num_classes=c.num_classes,
+            pooled_dim=c.pooled_dim,
+            low_res_noise=c.low_res_channels > 0,
+        )
+        self.input_blocks, skip_channels = self._build_encoder()
+        top = c.model_channels * c.channel_mult[-1]
+        self.middle = EmbedSequential(self._res(top, top), self._attn(top), self._res(top, top))
+        self.output_blocks = self._build_decoder(skip_channels)
+        ch = c.model_channels * c.channel_mult[0]
+        self.out = nn.Sequential(
+            group_norm(ch, max_groups=c.num_groups),
+            nn.SiLU(),
+            zero_module(nn.Conv2d(ch, c.total_out_channels, 3, padding=1)),
+        )
+
+    # -- construction
+
+    def _res(self, in_ch: int, out_ch: int, resample: Resample = "none") -> ResBlock:
+        c = self.config
+        return ResBlock(
+            in_ch,
+            out_ch,
+            c.emb_dim,
+            dropout=c.dropout,
+            scale_shift_norm=c.scale_shift_norm,
+            num_groups=c.num_groups,
+            resample=resample,
+        )
+
+    def _attn(self, ch: int) -> AttentionBlock:
+        c = self.config
+        return AttentionBlock(
+            ch, num_heads=c.heads(ch), context_dim=c.context_dim, num_groups=c.num_groups
+        )
+
+    def _resampler(self, ch: int, mode: Resample) -> nn.Module:
+        if self.config.resblock_updown:
+            return self._res(ch, ch, mode)
+        return Upsample(ch) if mode == "up" else Downsample(ch)
+
+    def _build_encoder(self) -> tuple[nn.ModuleList, list[int]]:
+        """Input conv and the encoder levels; returns the blocks and their output widths."""
+        c = self.config
+        ch = c.model_channels * c.channel_mult[0]
+        blocks = [EmbedSequential(nn.Conv2d(c.in_channels + c.low_res_channels, ch, 3, padding=1))]
+        skips = [ch]
+        for level, mult in enumerate(c.channel_mult):
+            for _ in range(c.num_res_blocks):
+                layers: list[nn.Module] = [self._res(ch, c.model_channels * mult)]
+                ch = c.model_channels * mult
+                if c.resolutions[level] in c.attention_resolutions:
+                    layers.append(self._attn(ch))
+                blocks.append(EmbedSequential(*layers))
+                skips.append(ch)
+            if level < len(c.channel_mult) - 1:
+                blocks.append(EmbedSequential(self._resampler(ch, "down")))
+                skips.append(ch)
+        return nn.ModuleList(blocks), skips
+
+    def _build_decoder(self, skips: list[int]) -> nn.ModuleList:
+        """Decoder levels; each block concatenates one encoder skip (consumed in reverse)."""
+        c = self.config
+        skips = list(skips)
+        ch = c.model_channels * c.channel_mult[-1]
+        blocks = []
+        for level, mult in reversed(list(enumerate(c.channel_mult))):
+            for i in range(c.num_res_blocks + 1):
+                layers: list[nn.Module] = [self._res(ch + skips.pop(), c.model_channels * mult)]
+                ch = c.model_channels * mult
+                if c.resolutions[level] in c.attention_resolutions:
+                    layers.append(self._attn(ch))
+                if level > 0 and i == c.num_res_blocks:
+                    layers.append(self._resampler(ch, "up"))
+                blocks.append(EmbedSequential(*layers))
+        return nn.ModuleList(blocks)
+
+    # -- forward
+
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Cond | None = None) -> Tensor:
+        """Predict the network output for noisy images.
+
+        Args:
+            x: (N, in_channels, H, W) noisy images, H and W multiples of 2**(levels-1).
+            c_noise: (N,) float noise conditioning, or a scalar broadcast to N.
+            cond: the conditioning this net was built for (label / context / pooled / low_res).
+
+        Returns:
+            (N, out_channels * (2 if learn_sigma else 1), H, W).
+        """
+        c_noise = broadcast_c_noise(c_noise, x.shape[0], x.device)
+        cond = self._check_inputs(x, cond)
+        emb = self.embed(c_noise, cond)  # (N, emb_dim)
+        h = x
+        if self.config.low_res_channels:
+            low_res = F.interpolate(cond.low_res, size=x.shape[-2:], mode="bilinear")
+            h = torch.cat([x, low_res.to(x.dtype)], dim=1)  # (N, in + low_res_channels, H, W)
+        args = (emb, cond.context, cond.context_mask)
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, *args)
+            skips.append(h)
+        h = self.middle(h, *args)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), *args)
+        return self.out(h)
+
+    def required_cond(self) -> list[str]:
+        """Names of the Cond fields this network needs on every call."""
+        c = self.config
+        wanted = {
+            "label": c.num_classes > 0,
+            "context": c.context_dim > 0,
+            "pooled": c.pooled_dim > 0,
+            "low_res": c.low_res_channels > 0,
+            "low_res_noise": c.low_res_channels > 0,
+        }
+        return [name for name, needed in wanted.items() if needed]
+
+    def _check_inputs(self, x: Tensor, cond: Cond | None) -> Cond:
+        """Validate x and cond against the config, raising ValueError naming the problem."""
+        c = self.config
+        check_image(x, channels=c.in_channels, multiple=c.size_multiple, who="UNet")
+        cond = check_cond(cond, batch=x.shape[0], required=self.required_cond(), who="UNet")
+        if cond.context is not None:
+            check_context(
+                cond.context, cond.context_mask, batch=x.shape[0], context_dim=c.context_dim
+            )
+        if cond.pooled is not None:
+            check_shape("pooled", cond.pooled, (x.shape[0], c.pooled_dim))
+        if cond.low_res is not None:
+            if cond.low_res.dim() != 4 or cond.low_res.shape[1] != c.low_res_channels:
+                raise ValueError(
+                    f"cond.low_res must be (N, {c.low_res_channels}, h, w), "
+                    f"got {tuple(cond.low_res.shape)}"
+                )
+            check_shape("low_res_noise", cond.low_res_noise, (x.shape[0],))
+        return cond

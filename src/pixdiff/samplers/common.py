@@ -1,0 +1,71 @@
+"""Pieces every sampler shares: per-sample noise, the step loop, and its safety checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from pixdiff.conditioning import Cond
+from pixdiff.denoiser import Denoised
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+# The denoiser contract samplers rely on: (x_t, t, cond) -> Denoised, plus a .schedule.
+DenoiserFn = Callable[[Tensor, Tensor, Cond | None], Denoised]
+
+
+class SamplingError(RuntimeError):
+    """The sampler state went bad (NaN or inf); the message names the step."""
+
+
+def per_sample_generators(seed: int | Sequence[int], n: int) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded seed + i, so sample i never depends on the batch size
+    (per-sample seeding as in NVlabs/edm's generate.py)."""
+    seeds = [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} samples")
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def randn(shape: Sequence[int], generator: Generators, *, device: torch.device | str = "cpu",
+          dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal noise; with a list of generators, row i is drawn from generator i."""
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else device
+        return torch.randn(tuple(shape), generator=generator, device=gen_device,
+                           dtype=dtype).to(device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+    rows = [torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in generator]
+    return torch.stack(rows).to(device)
+
+
+def randn_like(x: Tensor, generator: Generators) -> Tensor:
+    return randn(x.shape, generator, device=x.device, dtype=x.dtype)
+
+
+def run_steps(step: Callable[[Tensor, Tensor, Tensor, int], Tensor], x: Tensor, ts: Tensor, *,
+              progress: bool = False, desc: str = "sampling") -> Tensor:
+    """Apply ``step(x, t, s, i)`` over consecutive grid pairs (t > s), checking the state.
+
+    Raises SamplingError naming the step at which x stopped being finite.
+    """
+    check_grid(ts)
+    pairs = list(zip(ts[:-1], ts[1:]))
+    for i, (t, s) in enumerate(tqdm(pairs, desc=desc, disable=not progress, leave=False)):
+        x = step(x, t, s, i)
+        if not torch.isfinite(x).all():
+            raise SamplingError(f"sampler state became NaN/inf at step {i + 1} of {len(pairs)} "
+                                f"(t={t.item():.4g} -> {s.item():.4g})")
+    return x
+
+
+def check_grid(ts: Tensor) -> None:
+    if ts.dim() != 1 or ts.numel() < 2:
+        raise ValueError(f"a time grid needs at least 2 times, got shape {tuple(ts.shape)}")
+    if not bool((ts[1:] < ts[:-1]).all()):
+        raise ValueError("a time grid must be strictly decreasing")
+    if ts[0] > 1 or ts[-1] < 0:
+        raise ValueError(f"grid times must lie in [0, 1], got [{ts[-1].item()}, {ts[0].item()}]")

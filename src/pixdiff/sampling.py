@@ -1,0 +1,83 @@
+"""``pixdiff.sample``: draw images from any model with any registered sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from pixdiff.conditioning import Cond
+from pixdiff.denoiser import Denoiser
+from pixdiff.prediction import PredictionType
+from pixdiff.samplers import get_sampler, per_sample_generators, randn
+from pixdiff.schedules import DiscreteSchedule, EDMSchedule, Schedule, get_schedule
+from pixdiff.timesteps import Spacing, time_grid
+
+
+def default_spacing(schedule: Schedule) -> Spacing:
+    """trailing for discrete schedules (Lin et al. 2023), Karras for EDM, else uniform in t."""
+    if isinstance(schedule, DiscreteSchedule):
+        return "trailing"
+    return "karras" if isinstance(schedule, EDMSchedule) else "uniform-t"
+
+
+def sample(model: Callable[..., Tensor] | Denoiser, shape_or_noise: Sequence[int] | Tensor, *,
+           schedule: Schedule | str | None = None, prediction: PredictionType | None = None,
+           sampler: str = "ddim", steps: int = 50, spacing: Spacing | None = None,
+           cond: Cond | None = None, seed: int | Sequence[int] | None = None,
+           options: Mapping | None = None, sigma_data: float = 0.5, learn_sigma: bool = False,
+           device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+           progress: bool = False) -> Tensor:
+    """Sample images from a model.
+
+    Args:
+        model: a :class:`Denoiser`, or ANY callable ``model(x_t, timestep[, cond]) -> prediction``
+            (then ``schedule`` and ``prediction`` say how to read it; it is fed
+            ``schedule.timestep(t)``, the training timestep index for discrete schedules).
+        shape_or_noise: (N, C, H, W), or the starting noise itself (unit variance; it is scaled
+            by the schedule's prior std).
+        sampler: a name from ``pixdiff.samplers.available()``; ``options`` its own keywords
+            (e.g. ``{"eta": 0.5}`` for ddim).
+        steps: sampler steps; spacing: the time grid (default by schedule, see default_spacing).
+        seed: per-sample seeds (an int s gives sample i the seed s + i), so a sample does not
+            depend on the batch size; None draws from torch's global generator.
+        dtype: the sampler state's dtype (float64 for reference solutions).
+
+    Returns:
+        (N, C, H, W) samples in the data space (images in [-1, 1], unclipped).
+    """
+    denoiser = _as_denoiser(model, schedule, prediction, sigma_data, learn_sigma)
+    spec = get_sampler(sampler)
+    run = spec.bind(options)
+    if steps < spec.min_steps:
+        raise ValueError(f"sampler {sampler!r} needs at least {spec.min_steps} steps, got {steps}")
+    ts = time_grid(denoiser.schedule, steps, spacing=spacing or default_spacing(denoiser.schedule))
+    x, generators = _initial_noise(shape_or_noise, seed, device, dtype)
+    x = x * denoiser.schedule.prior_std()
+    return run(denoiser, x, ts, cond=cond, generator=generators, progress=progress)
+
+
+def _as_denoiser(model, schedule, prediction, sigma_data, learn_sigma) -> Denoiser:
+    if isinstance(model, Denoiser):
+        if schedule is not None or prediction is not None:
+            raise ValueError("a Denoiser carries its own schedule and prediction; pass neither")
+        return model
+    if schedule is None or prediction is None:
+        raise ValueError("sampling a raw model needs schedule= and prediction= "
+                         "(e.g. schedule='linear', prediction='eps')")
+    if isinstance(schedule, str):
+        schedule = get_schedule(schedule)
+    return Denoiser(model, schedule, prediction, sigma_data=sigma_data, learn_sigma=learn_sigma)
+
+
+def _initial_noise(shape_or_noise, seed, device, dtype) -> tuple[Tensor, list | None]:
+    if isinstance(shape_or_noise, Tensor):
+        x = shape_or_noise.to(device=device or shape_or_noise.device, dtype=dtype)
+        generators = per_sample_generators(seed, x.shape[0]) if seed is not None else None
+        return x, generators
+    shape = tuple(shape_or_noise)
+    if len(shape) < 2 or any(int(n) < 1 for n in shape):
+        raise ValueError(f"shape must be (N, C, H, W) with positive sizes, got {shape}")
+    generators = per_sample_generators(seed, shape[0]) if seed is not None else None
+    return randn(shape, generators, device=device or "cpu", dtype=dtype), generators
