@@ -5,6 +5,16 @@ import torch
 from torch import nn
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Run the tiny test nets single-threaded: per-op overhead dominates at these sizes, and
+    two OpenMP threads on two busy cores can be 50x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -1,7 +1,6 @@
 """U-Net: shapes, zero-init, conditioning paths, input validation, overfitting one batch."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -124,7 +123,11 @@ def test_pooled_and_low_res_change_output(perturb):
 
 def test_channels_last_matches_contiguous(perturb):
     net = perturb(UNet(tiny(num_classes=2)))
-    x, t, cond = torch.randn(2, 3, 32, 32), torch.tensor([3.0, 9.0]), Cond(label=torch.tensor([0, 1]))
+    x, t, cond = (
+        torch.randn(2, 3, 32, 32),
+        torch.tensor([3.0, 9.0]),
+        Cond(label=torch.tensor([0, 1])),
+    )
     ref = net(x, t, cond)
     net = net.to(memory_format=torch.channels_last)
     out = net(x.to(memory_format=torch.channels_last), t, cond)
@@ -146,7 +149,7 @@ def test_bf16_autocast_runs_and_tracks_float32(perturb):
     ("overrides", "x", "cond", "match"),
     [
         ({}, torch.randn(1, 1, 32, 32), None, "expects x of shape"),
-        ({}, torch.randn(1, 3, 30, 30), None, "divisible by 2"),
+        ({}, torch.randn(1, 3, 32, 31), None, "divisible by 2"),
         ({}, torch.randn(1, 3, 32, 32), Cond(label=torch.tensor([0])), "not built for"),
         ({"num_classes": 3}, torch.randn(1, 3, 32, 32), Cond(label=torch.tensor([4])), r"\[0, 3\]"),
         ({"num_classes": 3}, torch.randn(1, 3, 32, 32), Cond(label=torch.tensor([-1])), "null"),
@@ -184,7 +187,7 @@ def test_bad_c_noise_shape_raises():
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"image_size": 30}, "divisible"),
+        ({"image_size": 31}, "divisible"),
         ({"attention_resolutions": (8,)}, "never occur"),
         ({"model_channels": 0}, "model_channels"),
         ({"channel_mult": ()}, "channel_mult"),
@@ -213,8 +216,7 @@ def test_config_round_trips_through_json():
 
 
 def test_tiny_unet_overfits_one_batch():
-    """A tiny U-Net memorises a fixed denoising batch: loss falls by > 10x, quickly."""
-    start = time.perf_counter()
+    """A tiny U-Net memorises a fixed denoising batch: loss falls by > 10x in 150 steps."""
     net = UNet(tiny(image_size=16, attention_resolutions=(8,), num_classes=2))
     x0 = torch.rand(4, 3, 1, 1) * 2 - 1 + 0.3 * torch.randn(4, 3, 16, 16)
     eps = torch.randn_like(x0)
@@ -223,11 +225,10 @@ def test_tiny_unet_overfits_one_batch():
     cond = Cond(label=torch.tensor([0, 1, 0, 1]))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
-    for _ in range(300):
+    for _ in range(150):
         loss = (net(x_t, t * 1000, cond) - x0).square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert min(losses[-10:]) < losses[0] / 10, (losses[0], losses[-10:])
-    assert time.perf_counter() - start < 20

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond
@@ -21,8 +20,8 @@ from pixdiff.nets.layers import (
     CrossAttention,
     SelfAttention,
     broadcast_c_noise,
-    check_config_ints,
     check_cond,
+    check_config_ints,
     check_context,
     check_image,
     check_shape,

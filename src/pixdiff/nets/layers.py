@@ -70,7 +70,9 @@ class TimestepEmbedder(nn.Module):
     def __init__(self, out_dim: int, *, freq_dim: int = 256):
         super().__init__()
         self.freq_dim = freq_dim
-        self.mlp = nn.Sequential(nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim)
+        )
 
     def forward(self, c_noise: Tensor) -> Tensor:
         """(N,) -> (N, out_dim)."""
@@ -274,7 +276,7 @@ class CondEmbedder(nn.Module):
 
 
 def check_image(x: Tensor, *, channels: int, multiple: int, who: str) -> None:
-    """Raise a ValueError unless ``x`` is (N, channels, H, W) with H, W multiples of ``multiple``."""
+    """Raise a ValueError unless ``x`` is (N, channels, H, W), H and W multiples of ``multiple``."""
     if x.dim() != 4 or x.shape[1] != channels:
         raise ValueError(f"{who} expects x of shape (N, {channels}, H, W), got {tuple(x.shape)}")
     if x.shape[2] % multiple or x.shape[3] % multiple:
@@ -343,17 +345,25 @@ def check_context(
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A frozen config dataclass as a JSON-ready dict (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
 
 
 def check_config_ints(
     config: Any, *, positive: Sequence[str] = (), non_negative: Sequence[str] = ()
 ) -> None:
     """Raise a ValueError naming every integer field of ``config`` outside its allowed range."""
-    bad = [f"{n}={getattr(config, n)!r} (must be >= 1)" for n in positive
-           if not isinstance(getattr(config, n), int) or getattr(config, n) < 1]
-    bad += [f"{n}={getattr(config, n)!r} (must be >= 0)" for n in non_negative
-            if not isinstance(getattr(config, n), int) or getattr(config, n) < 0]
+    bad = [
+        f"{n}={getattr(config, n)!r} (must be an int >= 1)"
+        for n in positive
+        if not isinstance(getattr(config, n), int) or getattr(config, n) < 1
+    ]
+    bad += [
+        f"{n}={getattr(config, n)!r} (must be an int >= 0)"
+        for n in non_negative
+        if not isinstance(getattr(config, n), int) or getattr(config, n) < 0
+    ]
     if bad:
         raise ValueError(f"invalid {type(config).__name__}: {', '.join(bad)}")
 

@@ -144,11 +144,7 @@ PRESETS: dict[str, NetConfig] = {
     ),
 }
 PRESETS.update(
-    {
-        f"dit-{size}-{patch}": _dit_pixels(size, patch)
-        for size in _DIT_SIZES
-        for patch in (2, 4, 8)
-    }
+    {f"dit-{size}-{patch}": _dit_pixels(size, patch) for size in _DIT_SIZES for patch in (2, 4, 8)}
 )
 
 _NET_CLASSES: dict[type, type[nn.Module]] = {UNetConfig: UNet, DiTConfig: DiT}
@@ -168,6 +164,10 @@ def build_net(config: NetConfig) -> nn.Module:
 def preset(name: str, **overrides: object) -> NetConfig:
     """The preset config ``name`` with fields replaced by ``overrides``.
 
+    Overriding a U-Net's ``image_size`` without ``attention_resolutions`` keeps attention at the
+    same levels: ``preset("ddpm-cifar10", image_size=64)`` attends at 32x32, level 1, as the
+    32x32 original does at 16x16.
+
     Raises:
         ValueError: unknown preset name or unknown field (the message lists the valid ones).
     """
@@ -181,7 +181,18 @@ def preset(name: str, **overrides: object) -> NetConfig:
             f"unknown {type(config).__name__} fields {unknown} for preset {name!r}; "
             f"valid fields are {valid}"
         )
-    return dataclasses.replace(config, **overrides)
+    return dataclasses.replace(config, **_keep_attention_levels(config, overrides))
+
+
+def _keep_attention_levels(config: NetConfig, overrides: dict[str, object]) -> dict[str, object]:
+    """Add attention_resolutions for a new U-Net image_size, so attention stays at its levels."""
+    size = overrides.get("image_size")
+    if not isinstance(config, UNetConfig) or not isinstance(size, int):
+        return overrides
+    if "attention_resolutions" in overrides:
+        return overrides
+    levels = [config.resolutions.index(r) for r in config.attention_resolutions]
+    return {**overrides, "attention_resolutions": tuple(size >> level for level in levels)}
 
 
 def count_parameters(net: nn.Module, *, trainable_only: bool = False) -> int:

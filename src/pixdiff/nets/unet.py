@@ -25,8 +25,8 @@ from pixdiff.nets.layers import (
     CrossAttention,
     SelfAttention,
     broadcast_c_noise,
-    check_config_ints,
     check_cond,
+    check_config_ints,
     check_context,
     check_image,
     check_shape,
@@ -106,8 +106,10 @@ class UNetConfig:
                 f"attention_resolutions {unused} never occur: the levels of this U-Net have "
                 f"resolutions {self.resolutions} (set attention_resolutions with image_size)"
             )
-        for mult in self.channel_mult:
-            self.heads(self.model_channels * mult)
+        attended = [r in self.attention_resolutions for r in self.resolutions[:-1]] + [True]
+        for mult, attention in zip(self.channel_mult, attended, strict=True):
+            if attention:
+                self.heads(self.model_channels * mult)
 
     @property
     def size_multiple(self) -> int:
@@ -130,13 +132,13 @@ class UNetConfig:
 
     def heads(self, channels: int) -> int:
         """Number of attention heads for a block of ``channels`` channels."""
-        width = self.head_channels or channels // self.num_heads
-        if channels % width or (not self.head_channels and channels % self.num_heads):
+        divisor = self.head_channels or self.num_heads
+        if channels % divisor:
             raise ValueError(
-                f"{channels} channels cannot be split into heads with num_heads="
+                f"{channels} attention channels cannot be split into heads with num_heads="
                 f"{self.num_heads}, head_channels={self.head_channels}"
             )
-        return channels // width
+        return channels // self.head_channels if self.head_channels else self.num_heads
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -261,7 +263,7 @@ class AttentionBlock(nn.Module):
 
 
 class EmbedSequential(nn.Sequential):
-    """Runs its layers in order, giving each the inputs it takes (ADM ``TimestepEmbedSequential``)."""
+    """Runs layers in order, giving each the inputs it takes (ADM ``TimestepEmbedSequential``)."""
 
     def forward(
         self, h: Tensor, emb: Tensor, context: Tensor | None, context_mask: Tensor | None
@@ -390,7 +392,9 @@ class UNet(nn.Module):
         emb = self.embed(c_noise, cond)  # (N, emb_dim)
         h = x
         if self.config.low_res_channels:
-            low_res = F.interpolate(cond.low_res, size=x.shape[-2:], mode="bilinear")
+            low_res = F.interpolate(
+                cond.low_res, size=x.shape[-2:], mode="bilinear", align_corners=False
+            )
             h = torch.cat([x, low_res.to(x.dtype)], dim=1)  # (N, in + low_res_channels, H, W)
         args = (emb, cond.context, cond.context_mask)
         skips = []
