@@ -25,8 +25,9 @@ def ddim_vs_exact(schedule, steps, n=2000, prediction="eps"):
     return x, (x - GAUSS.ode_map_gaussian(x_T, a, s)).abs().max().item()
 
 
-@pytest.mark.parametrize(("name", "prediction"),
-                         [("linear", "eps"), ("cosine", "v"), ("flow", "flow")])
+@pytest.mark.parametrize(
+    ("name", "prediction"), [("linear", "eps"), ("cosine", "v"), ("flow", "flow")]
+)
 def test_ddim_error_falls_at_first_order(name, prediction):
     steps = [25, 50, 100, 200]
     errs = [ddim_vs_exact(get_schedule(name), n, prediction=prediction)[1] for n in steps]
@@ -38,13 +39,15 @@ def test_ddim_moments_match_the_data():
     """DDIM is Euler in sigma/alpha: at 100 steps its std carries the first-order bias
     (~2.8% for s = 0.5 on the linear schedule); at 400 steps it is within 1%."""
     n = 20000
-    x = pixdiff.sample(GAUSS.denoiser(get_schedule("linear")), (n, 2), steps=400, seed=0,
-                       dtype=torch.float64)
+    x = pixdiff.sample(
+        GAUSS.denoiser(get_schedule("linear")), (n, 2), steps=400, seed=0, dtype=torch.float64
+    )
     se = S / math.sqrt(n)
     torch.testing.assert_close(x.mean(0), torch.tensor(MU).double(), rtol=0, atol=4 * se + 0.01)
     torch.testing.assert_close(x.std(0), torch.full((2,), S).double(), rtol=0.01, atol=0)
-    x100 = pixdiff.sample(GAUSS.denoiser(get_schedule("linear")), (n, 2), steps=100, seed=0,
-                          dtype=torch.float64)
+    x100 = pixdiff.sample(
+        GAUSS.denoiser(get_schedule("linear")), (n, 2), steps=100, seed=0, dtype=torch.float64
+    )
     torch.testing.assert_close(x100.mean(0), torch.tensor(MU).double(), rtol=0.01, atol=0)
     torch.testing.assert_close(x100.std(0), torch.full((2,), S).double(), rtol=0.03, atol=0)
 
@@ -86,9 +89,11 @@ def test_ddim_eta_one_equals_ddpm_fixed_small():
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_mixture_mode_weights_are_recovered(sampler):
-    gm = GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=torch.float64),
-                         torch.tensor([0.3, 0.5], dtype=torch.float64),
-                         torch.tensor([0.25, 0.75], dtype=torch.float64))
+    gm = GaussianMixture(
+        torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=torch.float64),
+        torch.tensor([0.3, 0.5], dtype=torch.float64),
+        torch.tensor([0.25, 0.75], dtype=torch.float64),
+    )
     n = 6000
     gen = torch.Generator().manual_seed(3)
     d = gm.denoiser(get_schedule("cosine"), "v")
@@ -119,8 +124,9 @@ def test_sample_accepts_any_callable_model():
         assert timestep.shape == (x_t.shape[0],) and timestep.max() <= 999
         return sched.sigma(sched.t_from_timestep(timestep)).float().view(-1, 1, 1, 1) * x_t
 
-    x = pixdiff.sample(model, (1000, 1, 2, 2), schedule="linear", prediction="eps", steps=200,
-                       seed=0)
+    x = pixdiff.sample(
+        model, (1000, 1, 2, 2), schedule="linear", prediction="eps", steps=200, seed=0
+    )
     assert x.shape == (1000, 1, 2, 2)
     assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1.0) < 0.03
 

@@ -44,12 +44,17 @@ def test_discrete_tables_match_published_formulas(kind):
     np.testing.assert_allclose(s.betas.numpy(), betas, rtol=1e-13, atol=0)
     np.testing.assert_allclose(s.alphas_cumprod.numpy(), ab, rtol=1e-12, atol=0)
     np.testing.assert_allclose(s.posterior_variance.numpy(), post_var, rtol=1e-12)
-    np.testing.assert_allclose(s.posterior_log_variance_clipped.numpy(),
-                               np.log(np.append(post_var[1], post_var[1:])), rtol=1e-12)
-    np.testing.assert_allclose(s.posterior_mean_coef1.numpy(), betas * np.sqrt(ab_prev) / (1 - ab),
-                               rtol=1e-12)
-    np.testing.assert_allclose(s.posterior_mean_coef2.numpy(),
-                               (1 - ab_prev) * np.sqrt(1 - betas) / (1 - ab), rtol=1e-12)
+    np.testing.assert_allclose(
+        s.posterior_log_variance_clipped.numpy(),
+        np.log(np.append(post_var[1], post_var[1:])),
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(
+        s.posterior_mean_coef1.numpy(), betas * np.sqrt(ab_prev) / (1 - ab), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        s.posterior_mean_coef2.numpy(), (1 - ab_prev) * np.sqrt(1 - betas) / (1 - ab), rtol=1e-12
+    )
 
 
 def test_golden_values():
@@ -71,8 +76,10 @@ def test_discrete_nodes_are_the_tables():
 
 @pytest.mark.parametrize("kind", ["linear", "cosine", "scaled-linear"])
 def test_zero_terminal_snr(kind):
-    base, z = DiscreteSchedule(beta_kind=kind), DiscreteSchedule(beta_kind=kind,
-                                                                 zero_terminal_snr=True)
+    base, z = (
+        DiscreteSchedule(beta_kind=kind),
+        DiscreteSchedule(beta_kind=kind, zero_terminal_snr=True),
+    )
     assert z.alphas_cumprod[-1].item() == 0.0
     assert z.log_snr(1.0).item() == -math.inf
     torch.testing.assert_close(z.alphas_cumprod[0], base.alphas_cumprod[0], rtol=1e-12, atol=0)
@@ -100,12 +107,15 @@ def test_derivatives_match_finite_differences(name):
         torch.testing.assert_close(df(t), fd, rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("name", [n for n in SCHEDULE_NAMES if isinstance(get_schedule(n), VPSchedule)])
+@pytest.mark.parametrize(
+    "name", [n for n in SCHEDULE_NAMES if isinstance(get_schedule(n), VPSchedule)]
+)
 def test_variance_preserving(name):
     s = get_schedule(name)
     t = torch.rand(100, dtype=torch.float64)
-    torch.testing.assert_close(s.alpha(t) ** 2 + s.sigma(t) ** 2, torch.ones_like(t), rtol=0,
-                               atol=1e-12)
+    torch.testing.assert_close(
+        s.alpha(t) ** 2 + s.sigma(t) ** 2, torch.ones_like(t), rtol=0, atol=1e-12
+    )
 
 
 def test_q_sample():
@@ -114,8 +124,9 @@ def test_q_sample():
         s = get_schedule(name)
         assert torch.equal(q_sample(s, x0, 0.0, noise), x0)
     # clipped log-SNR schedules stop at log_snr_max: sigma(0) = sigmoid(-15)^0.5 ~ 5.5e-4
-    torch.testing.assert_close(q_sample(get_schedule("vp-cosine"), x0, 0.0, noise), x0,
-                               rtol=0, atol=5e-3)
+    torch.testing.assert_close(
+        q_sample(get_schedule("vp-cosine"), x0, 0.0, noise), x0, rtol=0, atol=5e-3
+    )
     s = get_schedule("flow")
     torch.testing.assert_close(q_sample(s, x0, 1.0, noise), noise)
     t = torch.tensor([0.1, 0.5, 0.9, 1.0])

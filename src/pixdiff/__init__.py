@@ -24,8 +24,24 @@ from pixdiff.timesteps import time_grid
 __version__ = "0.1.0"
 
 __all__ = [
-    "PREDICTION_TYPES", "Cond", "Denoised", "Denoiser", "DiscreteSchedule", "EDMSchedule",
-    "FlowSchedule", "Schedule", "VESchedule", "VPCosineSchedule", "VPLinearLogSNRSchedule",
-    "VPLinearSchedule", "available_samplers", "get_schedule", "q_sample", "sample",
-    "sample_ddim", "sample_ddpm", "schedule_from_dict", "time_grid",
+    "PREDICTION_TYPES",
+    "Cond",
+    "Denoised",
+    "Denoiser",
+    "DiscreteSchedule",
+    "EDMSchedule",
+    "FlowSchedule",
+    "Schedule",
+    "VESchedule",
+    "VPCosineSchedule",
+    "VPLinearLogSNRSchedule",
+    "VPLinearSchedule",
+    "available_samplers",
+    "get_schedule",
+    "q_sample",
+    "sample",
+    "sample_ddim",
+    "sample_ddpm",
+    "schedule_from_dict",
+    "time_grid",
 ]

@@ -5,7 +5,8 @@ Samplers, guidance and losses see only this wrapper, never the network's paramet
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -49,8 +50,15 @@ class Denoiser(nn.Module):
             output (improved DDPM), returned as ``var_output``.
     """
 
-    def __init__(self, net: Net, schedule: Schedule, prediction: PredictionType, *,
-                 sigma_data: float = 0.5, learn_sigma: bool = False):
+    def __init__(
+        self,
+        net: Net,
+        schedule: Schedule,
+        prediction: PredictionType,
+        *,
+        sigma_data: float = 0.5,
+        learn_sigma: bool = False,
+    ):
         super().__init__()
         check_prediction(prediction)
         self.net = net
@@ -78,11 +86,17 @@ class Denoiser(nn.Module):
         if self.learn_sigma:
             out, var_output = out.chunk(2, dim=1)
         if out.shape != x_t.shape:
-            raise ValueError(f"network returned shape {tuple(out.shape)} for input {tuple(x_t.shape)}"
-                             + ("" if self.learn_sigma else "; if it predicts a variance too, "
-                                "set learn_sigma=True"))
-        x0, eps = x0_eps_from_output(self.prediction, out, x_t.to(out.dtype), c,
-                                     sigma_data=self.sigma_data)
+            raise ValueError(
+                f"network returned shape {tuple(out.shape)} for input {tuple(x_t.shape)}"
+                + (
+                    ""
+                    if self.learn_sigma
+                    else "; if it predicts a variance too, set learn_sigma=True"
+                )
+            )
+        x0, eps = x0_eps_from_output(
+            self.prediction, out, x_t.to(out.dtype), c, sigma_data=self.sigma_data
+        )
         return Denoised(x0, eps, var_output, out)
 
     def _call_net(self, x_in: Tensor, c_noise: Tensor, cond: Cond | None) -> Tensor:

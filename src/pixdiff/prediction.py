@@ -4,8 +4,9 @@ For a Gaussian path x_t = alpha x0 + sigma eps with time derivatives alpha', sig
 
 - eps: the noise (Ho et al. 2020).
 - x0: the clean image.
-- v = alpha eps - sigma x0 (Salimans & Ho 2022, Sec. 4); x0 = (alpha x_t - sigma v)/(alpha^2 + sigma^2),
-  which for VP paths (alpha^2 + sigma^2 = 1) is the usual alpha x_t - sigma v.
+- v = alpha eps - sigma x0 (Salimans & Ho 2022, Sec. 4);
+  x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2), which for VP paths
+  (alpha^2 + sigma^2 = 1) is the usual alpha x_t - sigma v.
 - flow: the velocity u = dx_t/dt = alpha' x0 + sigma' eps (Lipman et al. 2022; Liu et al. 2022);
   for the straight path u = eps - x0.
 - score: grad log p_t(x_t) = -eps / sigma (Song et al. 2021; Vincent 2011).
@@ -45,8 +46,12 @@ def edm_preconditioning(sigma: Tensor, sigma_data: float) -> EDMCoefs:
     c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4.
     """
     total = sigma**2 + sigma_data**2
-    return EDMCoefs(sigma_data**2 / total, sigma * sigma_data / total.sqrt(),
-                    1 / total.sqrt(), torch.log(sigma) / 4)
+    return EDMCoefs(
+        sigma_data**2 / total,
+        sigma * sigma_data / total.sqrt(),
+        1 / total.sqrt(),
+        torch.log(sigma) / 4,
+    )
 
 
 def edm_sigma(c: PathCoefs) -> Tensor:
@@ -54,9 +59,10 @@ def edm_sigma(c: PathCoefs) -> Tensor:
     return c.sigma / c.alpha
 
 
-def x0_eps_from_output(prediction: PredictionType, out: Tensor, x_t: Tensor, c: PathCoefs,
-                       *, sigma_data: float = 0.5) -> tuple[Tensor, Tensor]:
-    """Turn a network output of the given type into (x0, eps), in the dtype of ``out``.
+def x0_eps_from_output(
+    prediction: PredictionType, out: Tensor, x_t: Tensor, c: PathCoefs, *, sigma_data: float = 0.5
+) -> tuple[Tensor, Tensor]:
+    """Turn a network output of the given type into (x0, eps) (dtype: ``out`` promoted with ``c``).
 
     Args:
         out, x_t: (N, C, H, W); ``c``: coefficients broadcastable to them.
@@ -87,8 +93,9 @@ def eps_from_x0(x_t: Tensor, x0: Tensor, c: PathCoefs) -> Tensor:
     return (x_t - c.alpha * x0) / c.sigma
 
 
-def target_from_x0_eps(prediction: PredictionType, x0: Tensor, eps: Tensor, c: PathCoefs,
-                       *, sigma_data: float = 0.5) -> Tensor:
+def target_from_x0_eps(
+    prediction: PredictionType, x0: Tensor, eps: Tensor, c: PathCoefs, *, sigma_data: float = 0.5
+) -> Tensor:
     """The training target of a prediction type, given the true x0 and eps."""
     a, s, da, ds = c
     if prediction == "eps":
@@ -120,9 +127,10 @@ def network_time(prediction: PredictionType, c: PathCoefs, timestep: Tensor) -> 
     return timestep
 
 
-def network_input_scale(prediction: PredictionType, c: PathCoefs, sigma_data: float) -> Tensor | float:
+def network_input_scale(
+    prediction: PredictionType, c: PathCoefs, sigma_data: float
+) -> Tensor | float:
     """Factor applied to x_t before the network: EDM's c_in / alpha, else 1."""
     if prediction == "edm":
         return edm_preconditioning(edm_sigma(c), sigma_data).c_in / c.alpha
     return 1.0
-

@@ -22,17 +22,28 @@ def default_spacing(schedule: Schedule) -> Spacing:
     return "karras" if isinstance(schedule, EDMSchedule) else "uniform-t"
 
 
-def sample(model: Callable[..., Tensor] | Denoiser, shape_or_noise: Sequence[int] | Tensor, *,
-           schedule: Schedule | str | None = None, prediction: PredictionType | None = None,
-           sampler: str = "ddim", steps: int = 50, spacing: Spacing | None = None,
-           cond: Cond | None = None, seed: int | Sequence[int] | None = None,
-           options: Mapping | None = None, sigma_data: float = 0.5, learn_sigma: bool = False,
-           device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-           progress: bool = False) -> Tensor:
+def sample(
+    model: Callable[..., Tensor] | Denoiser,
+    shape_or_noise: Sequence[int] | Tensor,
+    *,
+    schedule: Schedule | str | None = None,
+    prediction: PredictionType | None = None,
+    sampler: str = "ddim",
+    steps: int = 50,
+    spacing: Spacing | None = None,
+    cond: Cond | None = None,
+    seed: int | Sequence[int] | None = None,
+    options: Mapping | None = None,
+    sigma_data: float = 0.5,
+    learn_sigma: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> Tensor:
     """Sample images from a model.
 
     Args:
-        model: a :class:`Denoiser`, or ANY callable ``model(x_t, timestep[, cond]) -> prediction``
+        model: a :class:`Denoiser` (or a wrapper such as guidance), or ANY callable ``model(x_t, timestep[, cond]) -> prediction``
             (then ``schedule`` and ``prediction`` say how to read it; it is fed
             ``schedule.timestep(t)``, the training timestep index for discrete schedules).
         shape_or_noise: (N, C, H, W), or the starting noise itself (unit variance; it is scaled
@@ -58,14 +69,18 @@ def sample(model: Callable[..., Tensor] | Denoiser, shape_or_noise: Sequence[int
     return run(denoiser, x, ts, cond=cond, generator=generators, progress=progress)
 
 
-def _as_denoiser(model, schedule, prediction, sigma_data, learn_sigma) -> Denoiser:
-    if isinstance(model, Denoiser):
+def _as_denoiser(model, schedule, prediction, sigma_data, learn_sigma):
+    """A Denoiser (or a wrapper of one, such as guidance, with its ``.schedule``) passes through;
+    a raw model is wrapped."""
+    if isinstance(getattr(model, "schedule", None), Schedule):
         if schedule is not None or prediction is not None:
             raise ValueError("a Denoiser carries its own schedule and prediction; pass neither")
         return model
     if schedule is None or prediction is None:
-        raise ValueError("sampling a raw model needs schedule= and prediction= "
-                         "(e.g. schedule='linear', prediction='eps')")
+        raise ValueError(
+            "sampling a raw model needs schedule= and prediction= "
+            "(e.g. schedule='linear', prediction='eps')"
+        )
     if isinstance(schedule, str):
         schedule = get_schedule(schedule)
     return Denoiser(model, schedule, prediction, sigma_data=sigma_data, learn_sigma=learn_sigma)

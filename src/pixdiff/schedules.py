@@ -93,8 +93,9 @@ class Schedule(ABC):
         """alpha, sigma and derivatives at t, shaped (N, 1, ..., 1) to broadcast with x_t."""
         t = _as_time(t)
         shape = t.shape + (1,) * (ndim - t.dim())
-        return PathCoefs(*(f(t).reshape(shape) for f in
-                           (self.alpha, self.sigma, self.alpha_dt, self.sigma_dt)))
+        return PathCoefs(
+            *(f(t).reshape(shape) for f in (self.alpha, self.sigma, self.alpha_dt, self.sigma_dt))
+        )
 
     def prior_std(self) -> float:
         """Std of the noise a sampler starts from at t_max, for unit-variance data."""
@@ -106,7 +107,7 @@ class Schedule(ABC):
 
 
 def q_sample(schedule: Schedule, x0: Tensor, t: Tensor | float, noise: Tensor) -> Tensor:
-    """Sample the forward process q(x_t | x0) = N(alpha(t) x0, sigma(t)^2 I) (Ho et al. 2020, Eq. 4).
+    """Sample q(x_t | x0) = N(alpha(t) x0, sigma(t)^2 I) (Ho et al. 2020, Eq. 4).
 
     Args:
         x0: (N, ...) clean data.
@@ -170,8 +171,9 @@ class LogSNRSchedule(VPSchedule):
 # ----------------------------------------------------------------------------- discrete
 
 
-def beta_table(kind: BetaKind, num_timesteps: int, beta_start: float | None,
-               beta_end: float | None) -> Tensor:
+def beta_table(
+    kind: BetaKind, num_timesteps: int, beta_start: float | None, beta_end: float | None
+) -> Tensor:
     """The float64 beta_1..beta_T table of a named discrete schedule."""
     T = num_timesteps
     lo, hi = beta_start, beta_end
@@ -190,7 +192,7 @@ def beta_table(kind: BetaKind, num_timesteps: int, beta_start: float | None,
 
 
 def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
-    """Shift and scale sqrt(alpha_bar) so the last step has SNR exactly 0 (Lin et al. 2023, Alg. 1)."""
+    """Rescale sqrt(alpha_bar) so the last step has SNR exactly 0 (Lin et al. 2023, Alg. 1)."""
     sqrt_ab = torch.cumprod(1 - betas, 0).sqrt()
     first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
     sqrt_ab = (sqrt_ab - last) * first / (first - last)
@@ -222,11 +224,15 @@ class DiscreteSchedule(VPSchedule):
 
     def __post_init__(self):
         if self.beta_kind not in _BETA_RANGE:
-            raise ValueError(f"unknown beta schedule {self.beta_kind!r}; valid: {sorted(_BETA_RANGE)}")
+            raise ValueError(
+                f"unknown beta schedule {self.beta_kind!r}; valid: {sorted(_BETA_RANGE)}"
+            )
         if self.num_timesteps < 2:
             raise ValueError(f"num_timesteps must be >= 2, got {self.num_timesteps}")
         lo, hi = _BETA_RANGE[self.beta_kind]
-        object.__setattr__(self, "beta_start", self.beta_start if self.beta_start is not None else lo)
+        object.__setattr__(
+            self, "beta_start", self.beta_start if self.beta_start is not None else lo
+        )
         object.__setattr__(self, "beta_end", self.beta_end if self.beta_end is not None else hi)
         betas = beta_table(self.beta_kind, self.num_timesteps, self.beta_start, self.beta_end)
         if self.zero_terminal_snr:
@@ -482,8 +488,16 @@ class FlowSchedule(Schedule):
 # ----------------------------------------------------------------------------- registry
 
 SCHEDULES: dict[str, type[Schedule]] = {
-    c.kind: c for c in (DiscreteSchedule, VPLinearSchedule, VPCosineSchedule,
-                        VPLinearLogSNRSchedule, VESchedule, EDMSchedule, FlowSchedule)
+    c.kind: c
+    for c in (
+        DiscreteSchedule,
+        VPLinearSchedule,
+        VPCosineSchedule,
+        VPLinearLogSNRSchedule,
+        VESchedule,
+        EDMSchedule,
+        FlowSchedule,
+    )
 }
 # Short names: the discrete beta kinds resolve to DiscreteSchedule(beta_kind=name).
 SCHEDULE_NAMES = sorted([*SCHEDULES, *(k for k in _BETA_RANGE)])

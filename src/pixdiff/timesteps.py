@@ -24,7 +24,8 @@ def discrete_timesteps(num_timesteps: int, steps: int, spacing: str) -> np.ndarr
 
     The three spacings of Lin et al. 2023 (Table 2), as in the common T = 1000 samplers:
     linspace = round(linspace(0, T-1, N)); leading = arange(N) * (T // N);
-    trailing = round(arange(T, 0, -T/N)) - 1 (includes the last timestep T-1).
+    trailing = round(T - k T/N) - 1 for k = 0..N-1 (includes the last timestep T-1; written
+    so, not as arange(T, 0, -T/N), which yields N + 1 entries when T/N is inexact).
     """
     T, N = num_timesteps, steps
     if not 1 <= N <= T:
@@ -34,21 +35,27 @@ def discrete_timesteps(num_timesteps: int, steps: int, spacing: str) -> np.ndarr
     elif spacing == "leading":
         idx = np.arange(N) * (T // N)
     elif spacing == "trailing":
-        idx = np.round(np.arange(T, 0, -T / N)) - 1
+        idx = np.round(T - np.arange(N) * T / N) - 1
     else:
-        raise ValueError(f"unknown discrete spacing {spacing!r}; valid: linspace, leading, trailing")
+        raise ValueError(
+            f"unknown discrete spacing {spacing!r}; valid: linspace, leading, trailing"
+        )
     return np.unique(idx.astype(np.int64))[::-1].copy()
 
 
 def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> Tensor:
-    """sigma_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho (Karras et al. 2022, Eq. 5)."""
+    """The rho-spaced noise levels of Karras et al. 2022, Eq. 5.
+
+    sigma_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho.
+    """
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return (hi + ramp * (lo - hi)) ** rho
 
 
-def time_grid(schedule: Schedule, steps: int, *, spacing: Spacing = "linspace",
-              rho: float = 7.0) -> Tensor:
+def time_grid(
+    schedule: Schedule, steps: int, *, spacing: Spacing = "linspace", rho: float = 7.0
+) -> Tensor:
     """A decreasing grid of ``steps + 1`` times in [0, 1], the last one 0.
 
     Args:
@@ -75,13 +82,15 @@ def time_grid(schedule: Schedule, steps: int, *, spacing: Spacing = "linspace",
 def _uniform(schedule: Schedule, steps: int, spacing: str) -> Tensor:
     """Evenly spaced times in [t_min, t_max]; the index spacings' continuous analogues."""
     lo, hi, n = schedule.t_min, schedule.t_max, steps
-    if lo == 0:  # t = 0 is the grid's own end point: stop the uniform part one step short of it
-        lo = hi / n
+    k = torch.arange(n, 0, -1, dtype=torch.float64)
+    if spacing == "trailing" or (lo == 0 and spacing != "leading"):
+        # t = 0 is the grid's own end point, so with t_min = 0 the uniform grid is k / n
+        return lo + (hi - lo) * k / n
     if spacing in ("linspace", "uniform-t"):
         return torch.linspace(hi, lo, n, dtype=torch.float64)
-    k = torch.arange(n, 0, -1, dtype=torch.float64)
-    if spacing == "trailing":
-        return lo + (hi - lo) * k / n
+    if lo == 0:
+        raise ValueError("the leading grid would step to t = 0 twice on a schedule with "
+                         "t_min = 0; use trailing or uniform-t")
     return lo + (hi - lo) * (k - 1) / n  # leading
 
 
@@ -97,8 +106,10 @@ def _snr_spaced(schedule: Schedule, steps: int, spacing: str, rho: float) -> Ten
     extra = int(schedule.t_min == 0 and lam_end <= LOG_SNR_CEILING)
     lam_min = schedule.log_snr(schedule.t_max).item()
     if not np.isfinite(lam_min):
-        raise ValueError(f"the {spacing} grid needs a finite log-SNR at t_max, but this schedule "
-                         "reaches zero SNR there; use a uniform grid ('trailing' or 'uniform-t')")
+        raise ValueError(
+            f"the {spacing} grid needs a finite log-SNR at t_max, but this schedule "
+            "reaches zero SNR there; use a uniform grid ('trailing' or 'uniform-t')"
+        )
     if spacing == "karras":
         sig = karras_sigmas(np.exp(-lam_max / 2), np.exp(-lam_min / 2), steps + extra, rho)
         lam = -2 * torch.log(sig)

@@ -86,11 +86,16 @@ class GaussianMixture:
         mu, s = self.means[0], self.stds[0]
         return mu + s * (x_T.double() - alpha_T * mu) / math.sqrt(alpha_T**2 * s**2 + sigma_T**2)
 
-    def denoiser(self, schedule: Schedule, prediction: PredictionType = "x0", *,
-                 sigma_data: float = 0.5) -> Denoiser:
+    def denoiser(
+        self, schedule: Schedule, prediction: PredictionType = "x0", *, sigma_data: float = 0.5
+    ) -> Denoiser:
         """A Denoiser whose 'network' is this oracle speaking the given parameterization."""
-        return Denoiser(OracleNet(self, schedule, prediction, sigma_data), schedule, prediction,
-                        sigma_data=sigma_data)
+        return Denoiser(
+            OracleNet(self, schedule, prediction, sigma_data),
+            schedule,
+            prediction,
+            sigma_data=sigma_data,
+        )
 
 
 class OracleNet:
@@ -99,9 +104,15 @@ class OracleNet:
     It undoes the Denoiser's input scaling and time encoding, so sampling through it tests the
     whole chain of conversions."""
 
-    def __init__(self, gm: GaussianMixture, schedule: Schedule, prediction: PredictionType,
-                 sigma_data: float):
-        self.gm, self.schedule, self.prediction, self.sigma_data = gm, schedule, prediction, sigma_data
+    def __init__(
+        self, gm: GaussianMixture, schedule: Schedule, prediction: PredictionType, sigma_data: float
+    ):
+        self.gm, self.schedule, self.prediction, self.sigma_data = (
+            gm,
+            schedule,
+            prediction,
+            sigma_data,
+        )
 
     def __call__(self, x_in: Tensor, c_noise: Tensor) -> Tensor:
         t = self._time(c_noise.double())

@@ -120,6 +120,20 @@ PRESETS: dict[str, NetConfig] = {
         dropout=0.1,
         num_classes=10,
     ),
+    # unet-fashion: the shipped Fashion-MNIST model; unet-small with one residual block per
+    # level, which trains ~1.5-2x faster on a 2-core CPU (1,192,641 params).
+    "unet-fashion": UNetConfig(
+        in_channels=1,
+        out_channels=1,
+        image_size=28,
+        model_channels=32,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=1,
+        attention_resolutions=(7,),
+        num_heads=4,
+        dropout=0.1,
+        num_classes=10,
+    ),
     # unet-sr-small: 16 -> 64 super-resolution stage of a cascade (SR3 / CDM conditioning);
     # 2,428,355 params.
     "unet-sr-small": UNetConfig(

@@ -1,4 +1,7 @@
-"""Samplers by name: each a function ``sample_x(denoiser, x, ts, *, cond, generator, progress, ...)``."""
+"""Samplers by name.
+
+Each is a function ``sample_x(denoiser, x, ts, *, cond, generator, progress, ...options)``.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,9 @@ class SamplerSpec:
     def options(self) -> list[str]:
         """The method's own keyword options (beyond x, grid and COMMON_KEYWORDS)."""
         params = inspect.signature(self.fn).parameters.values()
-        return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in COMMON_KEYWORDS]
+        return [
+            p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in COMMON_KEYWORDS
+        ]
 
     def bind(self, options: Mapping | None) -> Callable:
         options = {**self.defaults, **(options or {})}
@@ -57,7 +62,17 @@ def get_sampler(name: str) -> SamplerSpec:
 
 
 __all__ = [
-    "SAMPLERS", "SamplerSpec", "SamplingError", "available", "ddim_step", "ddpm_step",
-    "get_sampler", "per_sample_generators", "posterior", "randn", "run_steps", "sample_ddim",
+    "SAMPLERS",
+    "SamplerSpec",
+    "SamplingError",
+    "available",
+    "ddim_step",
+    "ddpm_step",
+    "get_sampler",
+    "per_sample_generators",
+    "posterior",
+    "randn",
+    "run_steps",
+    "sample_ddim",
     "sample_ddpm",
 ]

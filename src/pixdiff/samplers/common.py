@@ -29,13 +29,19 @@ def per_sample_generators(seed: int | Sequence[int], n: int) -> list[torch.Gener
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
-def randn(shape: Sequence[int], generator: Generators, *, device: torch.device | str = "cpu",
-          dtype: torch.dtype = torch.float32) -> Tensor:
+def randn(
+    shape: Sequence[int],
+    generator: Generators,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Standard normal noise; with a list of generators, row i is drawn from generator i."""
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = generator.device if generator is not None else device
-        return torch.randn(tuple(shape), generator=generator, device=gen_device,
-                           dtype=dtype).to(device)
+        return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(
+            device
+        )
     if len(generator) != shape[0]:
         raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
     rows = [torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in generator]
@@ -46,19 +52,27 @@ def randn_like(x: Tensor, generator: Generators) -> Tensor:
     return randn(x.shape, generator, device=x.device, dtype=x.dtype)
 
 
-def run_steps(step: Callable[[Tensor, Tensor, Tensor, int], Tensor], x: Tensor, ts: Tensor, *,
-              progress: bool = False, desc: str = "sampling") -> Tensor:
+def run_steps(
+    step: Callable[[Tensor, Tensor, Tensor, int], Tensor],
+    x: Tensor,
+    ts: Tensor,
+    *,
+    progress: bool = False,
+    desc: str = "sampling",
+) -> Tensor:
     """Apply ``step(x, t, s, i)`` over consecutive grid pairs (t > s), checking the state.
 
     Raises SamplingError naming the step at which x stopped being finite.
     """
     check_grid(ts)
-    pairs = list(zip(ts[:-1], ts[1:]))
+    pairs = list(zip(ts[:-1], ts[1:], strict=True))
     for i, (t, s) in enumerate(tqdm(pairs, desc=desc, disable=not progress, leave=False)):
         x = step(x, t, s, i)
         if not torch.isfinite(x).all():
-            raise SamplingError(f"sampler state became NaN/inf at step {i + 1} of {len(pairs)} "
-                                f"(t={t.item():.4g} -> {s.item():.4g})")
+            raise SamplingError(
+                f"sampler state became NaN/inf at step {i + 1} of {len(pairs)} "
+                f"(t={t.item():.4g} -> {s.item():.4g})"
+            )
     return x
 
 

@@ -10,8 +10,16 @@ from pixdiff.samplers.common import Generators, randn_like, run_steps
 from pixdiff.samplers.ddpm import posterior
 
 
-def ddim_step(denoiser, x: Tensor, t: Tensor, s: Tensor, *, eta: float = 0.0,
-              cond: Cond | None = None, generator: Generators = None) -> Tensor:
+def ddim_step(
+    denoiser,
+    x: Tensor,
+    t: Tensor,
+    s: Tensor,
+    *,
+    eta: float = 0.0,
+    cond: Cond | None = None,
+    generator: Generators = None,
+) -> Tensor:
     """x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z, c = eta sqrt(beta~) (Song et al. 2021,
     Eq. 12 and 16). eta = 0 is the deterministic DDIM; eta = 1 is DDPM with fixed-small variance."""
     d = denoiser(x, t, cond)
@@ -24,8 +32,16 @@ def ddim_step(denoiser, x: Tensor, t: Tensor, s: Tensor, *, eta: float = 0.0,
     return x_s + c * randn_like(x, generator) if s > 0 else x_s
 
 
-def sample_ddim(denoiser, x: Tensor, ts: Tensor, *, eta: float = 0.0, cond: Cond | None = None,
-                generator: Generators = None, progress: bool = False) -> Tensor:
+def sample_ddim(
+    denoiser,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    eta: float = 0.0,
+    cond: Cond | None = None,
+    generator: Generators = None,
+    progress: bool = False,
+) -> Tensor:
     """DDIM sampling over the grid ``ts`` (Song et al. 2021, Sec. 4.2).
 
     Args:

@@ -31,8 +31,16 @@ def posterior(schedule: Schedule, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor,
     return a_ts * s_s**2 / s_t**2, a_s * var_ts / s_t**2, var_ts * s_s**2 / s_t**2, var_ts
 
 
-def ddpm_step(denoiser, x: Tensor, t: Tensor, s: Tensor, *, variance: Variance = "small",
-              cond: Cond | None = None, generator: Generators = None) -> Tensor:
+def ddpm_step(
+    denoiser,
+    x: Tensor,
+    t: Tensor,
+    s: Tensor,
+    *,
+    variance: Variance = "small",
+    cond: Cond | None = None,
+    generator: Generators = None,
+) -> Tensor:
     """One ancestral step x_t -> x_s ~ N(posterior mean at x0_hat, fixed variance)."""
     x0 = denoiser(x, t, cond).x0
     coef_xt, coef_x0, var_small, var_large = posterior(denoiser.schedule, t, s)
@@ -43,9 +51,16 @@ def ddpm_step(denoiser, x: Tensor, t: Tensor, s: Tensor, *, variance: Variance =
     return mean + var.sqrt() * randn_like(x, generator)
 
 
-def sample_ddpm(denoiser, x: Tensor, ts: Tensor, *, variance: Variance = "small",
-                cond: Cond | None = None, generator: Generators = None,
-                progress: bool = False) -> Tensor:
+def sample_ddpm(
+    denoiser,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    variance: Variance = "small",
+    cond: Cond | None = None,
+    generator: Generators = None,
+    progress: bool = False,
+) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2); respaced grids as in Nichol & Dhariwal
     2021 (Sec. 4): the transition between grid points is the exact forward-process posterior.
 

@@ -1,0 +1,50 @@
+"""The ``pixdiff`` command: train, sample, demo. Errors a user can cause print one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pixdiff.checkpoint import CheckpointError
+from pixdiff.cli import sample as sample_cmd
+from pixdiff.cli import train as train_cmd
+from pixdiff.samplers import SamplingError
+from pixdiff.training.trainer import TrainingError
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, CheckpointError, SamplingError,
+               TrainingError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixdiff", description="Pixel-space diffusion: train models and sample images.",
+        epilog="Set PIXDIFF_DEBUG=1 to see full tracebacks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train_cmd.add_parser(sub)
+    sample_cmd.add_parser(sub)
+    demo = sub.add_parser("demo", help="sample the shipped Fashion-MNIST model, one row per class",
+                          description="Generate a grid of Fashion-MNIST items from the shipped "
+                          "model (one row per class) and print its path.")
+    demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
+    demo.set_defaults(func=sample_cmd.run_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except USER_ERRORS as e:
+        if os.environ.get("PIXDIFF_DEBUG"):
+            raise
+        print(f"pixdiff {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"pixdiff {args.command}: interrupted{': ' + str(e) if str(e) else ''}",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Training configuration: nested frozen dataclasses, each option declared once.
+
+``from_dict`` is strict (an unknown key raises with the valid ones), ``--set a.b=value``
+overrides one field, and ``FORMULATIONS`` holds the diffusion presets users pick by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Literal, get_args, get_origin, get_type_hints
+
+Loss = Literal["mse", "l1", "huber"]
+Weighting = Literal["none", "min-snr"]
+TimeSampling = Literal["uniform", "log-normal", "logit-normal"]
+LRSchedule = Literal["constant", "cosine"]
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What to train on: 'fashion-mnist', 'emoji' or a folder path."""
+
+    name: str = "fashion-mnist"
+    image_size: int = 28
+    channels: int | None = None  # None: the dataset's own (1 for Fashion-MNIST, 3 otherwise)
+    flip: bool = False  # random horizontal flips
+    skip_bad_images: bool = False
+    conditional: bool = True  # class-conditional when the dataset has labels
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: a preset name from pixdiff.nets.PRESETS plus field overrides."""
+
+    preset: str = "unet-small"
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The formulation: path, parameterization, loss and noise-level sampling."""
+
+    schedule: dict = field(default_factory=lambda: {"kind": "linear"})
+    prediction: str = "eps"
+    loss: Loss = "mse"
+    huber_c: float = 0.03  # Huber transition (pseudo-Huber scale, Song & Dhariwal 2023)
+    weighting: Weighting = "none"
+    min_snr_gamma: float = 5.0  # Hang et al. 2023
+    time_sampling: TimeSampling = "uniform"
+    p_mean: float = -1.2  # log-normal sigma (EDM, Karras et al. 2022) or logit-normal mean
+    p_std: float = 1.2
+    sigma_data: float = 0.5
+    label_dropout: float = 0.1  # for classifier-free guidance (Ho & Salimans 2022)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 200
+    lr_schedule: LRSchedule = "constant"
+    grad_clip: float = 1.0  # 0 disables
+    grad_accum: int = 1
+    ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    steps: int = 10000
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 1000  # 0 disables periodic sample grids
+    checkpoint_every: int = 1000
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+
+@dataclass(frozen=True)
+class SampleDefaults:
+    """How ``pixdiff sample`` draws from this run unless told otherwise."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 2.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    sample: SampleDefaults = field(default_factory=SampleDefaults)
+
+
+# Formulation presets: the diffusion section for each family the core supports.
+FORMULATIONS: dict[str, DiffusionConfig] = {
+    # DDPM, Ho et al. 2020: linear betas, eps-prediction, uniform timesteps
+    "ddpm": DiffusionConfig(),
+    # v-prediction on the cosine schedule (Salimans & Ho 2022) with min-SNR-5 (Hang et al. 2023)
+    "v-cosine": DiffusionConfig(schedule={"kind": "cosine"}, prediction="v", weighting="min-snr"),
+    # zero terminal SNR + v-prediction (Lin et al. 2023); sample with the trailing grid
+    "v-ztsnr": DiffusionConfig(schedule={"kind": "linear", "zero_terminal_snr": True},
+                               prediction="v"),
+    # EDM, Karras et al. 2022: preconditioning, log-normal sigma, unit weighting of F
+    "edm": DiffusionConfig(schedule={"kind": "edm"}, prediction="edm", time_sampling="log-normal"),
+    # rectified flow / flow matching (Liu et al. 2022; Lipman et al. 2022), logit-normal t
+    # (Esser et al. 2024)
+    "flow": DiffusionConfig(schedule={"kind": "flow"}, prediction="flow",
+                            time_sampling="logit-normal", p_mean=0.0, p_std=1.0),
+}
+
+
+def _coerce(value, tp, where: str):
+    """Check/convert a JSON value to the annotated type, raising ValueError naming ``where``."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ValueError(f"{where} must be one of {list(get_args(tp))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(get_args(tp)):
+            raise ValueError(f"{where} must be a list of {len(get_args(tp))} numbers, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, get_args(tp), strict=True))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool, dict):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ValueError(f"{where} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, d: dict, where: str = "config"):
+    """Build dataclass ``cls`` from a dict; unknown keys and wrong types raise ValueError."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be a mapping, got {d!r}")
+    hints = get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid: {valid}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in d.items()})
+
+
+def to_dict(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """'optim.lr=1e-4' -> (['optim', 'lr'], 0.0001); values are JSON, else plain strings."""
+    if "=" not in text:
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``--set`` overrides; ``model.overrides.X=v`` sets a network field."""
+    d = to_dict(cfg)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = d
+        for i, part in enumerate(path[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                raise ValueError(f"unknown config key {'.'.join(path[:i + 1])!r} in --set {text!r}")
+            node = node[part]
+        is_free_dict = path[:2] in (["model", "overrides"], ["diffusion", "schedule"])
+        if not is_free_dict and path[-1] not in node:
+            raise ValueError(f"unknown config key {'.'.join(path)!r}; valid here: {sorted(node)}")
+        node[path[-1]] = value
+    return from_dict(TrainConfig, d)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a JSON config file (any subset of the sections)."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"config file {p} does not exist") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config file {p} is not valid JSON: {e}") from e
+    return from_dict(TrainConfig, d, where=str(p))
+
+
+def with_formulation(cfg: TrainConfig, name: str) -> TrainConfig:
+    if name not in FORMULATIONS:
+        raise ValueError(f"unknown formulation {name!r}; valid: {sorted(FORMULATIONS)}")
+    return replace(cfg, diffusion=FORMULATIONS[name])

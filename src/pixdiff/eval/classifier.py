@@ -1,0 +1,467 @@
+"""The Fashion-MNIST evaluation classifier: a small CNN whose 128-d penultimate features feed the
+Frechet distance, KID and precision/recall, and whose class probabilities feed accuracy-style
+metrics of class-conditional samples.
+
+It plays for Fashion-MNIST the role Inception-v3 plays for ImageNet-like data (Heusel et al.
+2017, "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium"):
+FD numbers are only comparable between runs that use the same shipped weights.
+
+The weights ship in ``pixdiff/assets/fashion_classifier/`` as ``model.safetensors`` (float16,
+loaded back to float32) plus ``config.json``; nothing is pickled, so loading runs no code.
+``bench/train_classifier.py`` rebuilds them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import Tensor, nn
+
+from pixdiff.data import (
+    Batch,
+    BatchPlan,
+    ImageSet,
+    gather_batch,
+    load_fashion_mnist,
+    to_model_space,
+)
+
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "assets" / "fashion_classifier"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "pixdiff.fashion_classifier/1"
+IMAGE_SHAPE = (1, 28, 28)
+# Samples of a diffusion model may overshoot [-1, 1] a little; [0, 255] images may not pass.
+RANGE_TOLERANCE = 0.5
+_RETRAIN_HINT = "restore it, or rebuild it with `python bench/train_classifier.py --out DIR`"
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """3x3 conv -> BatchNorm (Ioffe & Szegedy 2015) -> ReLU -> 2x2 max-pool: halves H and W."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+def check_images(x: Tensor) -> None:
+    """Raise a ValueError unless ``x`` is a float (N, 1, 28, 28) batch in model space [-1, 1]."""
+    if x.ndim != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
+        raise ValueError(
+            f"the Fashion-MNIST classifier expects images of shape (N, 1, 28, 28), got "
+            f"{tuple(x.shape)}; convert to one grey channel and resize to 28x28 first"
+        )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"the Fashion-MNIST classifier expects float images in model space [-1, 1], got "
+            f"{x.dtype}; convert uint8 images with pixdiff.data.to_model_space"
+        )
+    if x.numel() == 0:
+        return
+    low, high = torch.aminmax(x.detach())
+    if not (torch.isfinite(low) and torch.isfinite(high)):
+        raise ValueError("the images contain NaN or infinite values")
+    if low < -1 - RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise ValueError(
+            f"the images must be in model space [-1, 1], but their values span "
+            f"[{low.item():.3g}, {high.item():.3g}]; map [0, 255] images with "
+            f"pixdiff.data.to_model_space, and [0, 1] images with x * 2 - 1"
+        )
+
+
+class FashionClassifier(nn.Module):
+    """Three conv blocks (28 -> 14 -> 7 -> 3), a 128-d feature layer and a 10-way linear head.
+
+    Args:
+        channels: output channels of the three conv blocks.
+        feature_dim: width of the penultimate (feature) layer.
+        num_classes: number of classes of the head.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: tuple[int, int, int] = (32, 64, 128),
+        feature_dim: int = 128,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        if len(channels) != 3 or min(channels) < 1 or feature_dim < 1 or num_classes < 2:
+            raise ValueError(
+                f"need 3 positive channel counts, feature_dim >= 1 and num_classes >= 2; got "
+                f"channels={channels}, feature_dim={feature_dim}, num_classes={num_classes}"
+            )
+        self.channels = tuple(int(c) for c in channels)
+        self.feature_dim = int(feature_dim)
+        self.num_classes = int(num_classes)
+        c1, c2, c3 = self.channels
+        self.trunk = nn.Sequential(_conv_block(1, c1), _conv_block(c1, c2), _conv_block(c2, c3))
+        self.embed = nn.Sequential(
+            nn.Flatten(), nn.Linear(c3 * 3 * 3, feature_dim), nn.ReLU(inplace=True)
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def config(self) -> dict[str, object]:
+        """Constructor arguments, as stored in ``config.json``."""
+        return {
+            "channels": list(self.channels),
+            "feature_dim": self.feature_dim,
+            "num_classes": self.num_classes,
+        }
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate post-ReLU features (N, feature_dim) of images x (N, 1, 28, 28) in [-1, 1]."""
+        check_images(x)
+        return self.embed(self.trunk(x))  # (N, C3, 3, 3) -> (N, feature_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits (N, num_classes) of images x (N, 1, 28, 28) in [-1, 1]."""
+        return self.head(self.features(x))
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+@torch.no_grad()
+def classify(
+    model: FashionClassifier, images: Tensor, batch_size: int = 512
+) -> tuple[Tensor, Tensor]:
+    """Predicted classes (N,) int64 and probabilities (N, num_classes) float32, in eval mode.
+
+    Args:
+        model: the classifier (its train/eval mode is restored afterwards).
+        images: (N, 1, 28, 28) float in [-1, 1], or uint8 in [0, 255] (converted here).
+        batch_size: images per forward pass.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        probs = []
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device)
+            x = to_model_space(x) if x.dtype == torch.uint8 else x.float()
+            probs.append(model(x).float().softmax(dim=1).cpu())
+    finally:
+        model.train(was_training)
+    probs = torch.cat(probs) if probs else torch.empty(0, model.num_classes)
+    return probs.argmax(dim=1), probs
+
+
+def accuracy(model: FashionClassifier, data: ImageSet, *, batch_size: int = 1000) -> float:
+    """Fraction of ``data`` (uint8 images with labels) that ``model`` classifies correctly."""
+    if data.labels is None:
+        raise ValueError(f"{data.name} has no labels to measure accuracy against")
+    preds, _ = classify(model, data.images, batch_size=batch_size)
+    return (preds == data.labels).float().mean().item()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def random_shift(x: Tensor, *, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Translate each image by its own integer (dy, dx) in [-max_shift, max_shift]^2.
+
+    Uncovered pixels get the background value -1 (black in model space).
+    Args:
+        x: (N, C, H, W) float in [-1, 1].
+    """
+    if max_shift == 0:
+        return x
+    n, c, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, value=-1.0)  # (N, C, H + 2s, W + 2s)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator)
+    rows = (dy + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx + torch.arange(w))[:, None, None, :]  # (N, 1, 1, W)
+    batch = torch.arange(n)[:, None, None, None]
+    chans = torch.arange(c)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def _lr_factor(step: int, *, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to zero (Loshchilov & Hutter 2017, SGDR)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _train_step(
+    model: FashionClassifier,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    *,
+    max_shift: int,
+    generator: torch.Generator,
+) -> tuple[float, int]:
+    """One cross-entropy step on a (shift-augmented) batch; returns (loss, correct count)."""
+    x = random_shift(batch.images, max_shift=max_shift, generator=generator)
+    logits = model(x.contiguous(memory_format=torch.channels_last))
+    loss = F.cross_entropy(logits, batch.labels)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the classifier loss became {loss.item()}; lower the lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), int((logits.argmax(1) == batch.labels).sum())
+
+
+def _train_epoch(
+    model: FashionClassifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data: ImageSet,
+    plan: BatchPlan,
+    *,
+    epoch: int,
+    max_shift: int,
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    """One pass over ``plan``'s batches of ``epoch``; returns (mean loss, train accuracy)."""
+    model.train()
+    order, flips = plan.epoch_order(epoch)
+    loss_sum, correct = 0.0, 0
+    for k in range(plan.steps_per_epoch):
+        rows = slice(k * plan.batch_size, (k + 1) * plan.batch_size)
+        batch = gather_batch(data, order[rows], flips[rows])
+        loss, hits = _train_step(model, optimizer, batch, max_shift=max_shift, generator=generator)
+        scheduler.step()
+        loss_sum, correct = loss_sum + loss * len(batch.images), correct + hits
+    seen = plan.steps_per_epoch * plan.batch_size
+    return loss_sum / seen, correct / seen
+
+
+def _init_model(seed: int) -> FashionClassifier:
+    """A fresh classifier initialised from ``seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FashionClassifier()
+
+
+def train_classifier(
+    *,
+    epochs: int = 3,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    augment: bool = False,
+    progress: bool = False,
+    weight_decay: float = 0.05,
+    train_data: ImageSet | None = None,
+    test_data: ImageSet | None = None,
+) -> tuple[FashionClassifier, float]:
+    """Train a :class:`FashionClassifier` with AdamW (Loshchilov & Hutter 2019), cosine lr.
+
+    Deterministic given ``seed`` (and the thread count): the seed fixes the initialisation,
+    the batch order and flips (:class:`~pixdiff.data.BatchPlan`) and the shifts.
+
+    Args:
+        epochs: passes over the training split.
+        batch_size: images per step.
+        lr: peak learning rate, reached after 100 warm-up steps, then cosine-decayed to 0.
+        seed: random seed (>= 0).
+        augment: random horizontal flips and +-2 px shifts of the training images. Off by
+            default: at a few epochs it costs ~1 point of test accuracy (it pays only in
+            longer runs); see ``assets/fashion_classifier/README.md``.
+        progress: print one line per epoch (loss, accuracies, time) to stderr.
+        weight_decay: AdamW decoupled weight decay.
+        train_data, test_data: labelled uint8 (N, 1, 28, 28) sets; default Fashion-MNIST.
+
+    Returns:
+        The trained model (eval mode) and its accuracy on ``test_data``.
+    """
+    if epochs < 1 or lr <= 0:
+        raise ValueError(f"need epochs >= 1 and lr > 0, got epochs={epochs}, lr={lr}")
+    train = train_data if train_data is not None else load_fashion_mnist("train")
+    test = test_data if test_data is not None else load_fashion_mnist("test")
+    if train.labels is None:
+        raise ValueError(f"{train.name} has no labels to train the classifier on")
+    plan = BatchPlan(num_items=len(train), batch_size=batch_size, seed=seed, flip=augment)
+    # channels-last lets oneDNN run the convolutions ~1.5x faster on CPU
+    model = _init_model(seed).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    total = epochs * plan.steps_per_epoch
+    warmup = min(100, total // 10 + 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, total=total, warmup=warmup)
+    )
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        loss, train_acc = _train_epoch(
+            model, optimizer, scheduler, train, plan, epoch=epoch,
+            max_shift=2 if augment else 0, generator=generator,
+        )  # fmt: skip
+        if progress:
+            print(
+                f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, train acc {train_acc:.4f}, "
+                f"test acc {accuracy(model, test):.4f}, {time.perf_counter() - start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    return model, accuracy(model, test)
+
+
+# ----------------------------------------------------------------------------- save / load
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then ``os.replace`` it into place,
+    so a crash leaves either the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped assets must be world-readable
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX only)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def save_classifier(
+    model: FashionClassifier, path_dir: str | Path, *, metadata: dict | None = None
+) -> Path:
+    """Save ``model`` as ``model.safetensors`` (float16) + ``config.json`` in ``path_dir``.
+
+    Args:
+        model: the classifier; its float tensors are rounded to float16 on disk.
+        path_dir: folder to write (created if missing); existing files are replaced atomically.
+        metadata: JSON-serialisable notes stored in ``config.json`` (e.g. test accuracy).
+
+    Returns:
+        The folder written.
+    """
+    folder = Path(path_dir)
+    state = {
+        name: (t.detach().to(torch.float16) if t.is_floating_point() else t.detach())
+        .cpu()
+        .contiguous()
+        for name, t in model.state_dict().items()
+    }
+    config = {
+        "format": FORMAT,
+        "model": model.config(),
+        "weights_dtype": "float16",
+        "metadata": metadata or {},
+    }
+    _write_atomic(folder / WEIGHTS_NAME, save_safetensors_bytes(state))
+    _write_atomic(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    return folder
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``, or a FileNotFoundError / ValueError naming it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"classifier file {path} not found; {_RETRAIN_HINT}") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _read_config(path: Path) -> dict:
+    """Parse and strictly check ``config.json``; returns the model's constructor arguments."""
+    try:
+        config = json.loads(_read_bytes(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: corrupt JSON ({err}); {_RETRAIN_HINT}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a pixdiff Fashion-MNIST classifier config ({FORMAT})")
+    unknown = set(config) - {"format", "model", "weights_dtype", "metadata"}
+    keys = {"channels", "feature_dim", "num_classes"}
+    model_config = config.get("model")
+    if unknown or not isinstance(model_config, dict) or set(model_config) - keys:
+        raise ValueError(
+            f"{path}: unexpected keys; valid top-level keys are format, model, weights_dtype, "
+            f"metadata, and valid model keys are {', '.join(sorted(keys))}"
+        )
+    if "channels" in model_config:
+        model_config = {**model_config, "channels": tuple(model_config["channels"])}
+    return model_config
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    """Tensors of a safetensors file, or a ValueError naming it if it is corrupt."""
+    data = _read_bytes(path)
+    try:
+        return load_safetensors_bytes(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{path}: corrupt or truncated safetensors file ({err}); {_RETRAIN_HINT}"
+        ) from None
+
+
+def _check_state(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
+    """Raise a ValueError naming ``path`` unless ``state`` has exactly the model's tensors."""
+    expected = model.state_dict()
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not match config.json (missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}); {_RETRAIN_HINT}"
+        )
+    for name, t in state.items():
+        if t.shape != expected[name].shape:
+            raise ValueError(
+                f"{path}: {name} has shape {tuple(t.shape)}, config.json implies "
+                f"{tuple(expected[name].shape)}; {_RETRAIN_HINT}"
+            )
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{path}: {name} holds NaN or infinite values; {_RETRAIN_HINT}")
+
+
+def load_classifier(
+    path_dir: str | Path | None = None, *, device: torch.device | str = "cpu"
+) -> FashionClassifier:
+    """Load a classifier saved by :func:`save_classifier`, in float32 and eval mode.
+
+    Args:
+        path_dir: folder holding ``model.safetensors`` and ``config.json``; default the shipped
+            weights in ``pixdiff/assets/fashion_classifier/``.
+        device: where to put the model.
+    """
+    folder = Path(path_dir) if path_dir is not None else DEFAULT_DIR
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    model_config = _read_config(config_path)
+    try:
+        model = FashionClassifier(**model_config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_path}: invalid model config ({err})") from None
+    state = _read_weights(weights_path)
+    _check_state(model, state, weights_path)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.to(device).eval()

@@ -1,0 +1,90 @@
+"""Training losses for every formulation of the core: one function, driven by DiffusionConfig.
+
+The network predicts its own parameterization (eps, x0, v, flow velocity, EDM's F); the target
+is built from the true (x0, eps) by ``prediction.target_from_x0_eps``, so EDM's loss (Karras et
+al. 2022, Eq. 8: lambda(sigma) c_out^2 = 1, i.e. unit weight on F) and flow matching's velocity
+loss (Lipman et al. 2022, Eq. 23) are the same code path as DDPM's L_simple (Ho et al. 2020, Eq. 14).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pixdiff.conditioning import Cond
+from pixdiff.config import DiffusionConfig
+from pixdiff.denoiser import Denoiser
+from pixdiff.prediction import target_from_x0_eps
+from pixdiff.schedules import DiscreteSchedule, Schedule, q_sample
+
+
+def sample_time(cfg: DiffusionConfig, schedule: Schedule, n: int,
+                generator: torch.Generator) -> Tensor:
+    """Training times t, (n,) float64 on the CPU.
+
+    uniform: a uniform timestep index for discrete schedules (Ho et al. 2020, Alg. 1), else
+    U(t_min, t_max); log-normal: ln sigma ~ N(P_mean, P_std^2) with sigma = exp(-log_snr / 2)
+    (Karras et al. 2022, Table 1); logit-normal: t = sigmoid(N(m, s^2)) (Esser et al. 2024).
+    """
+    if cfg.time_sampling == "uniform":
+        if isinstance(schedule, DiscreteSchedule):
+            i = torch.randint(0, schedule.num_timesteps, (n,), generator=generator)
+            return (i + 1).double() / schedule.num_timesteps
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        return schedule.t_min + (schedule.t_max - schedule.t_min) * u
+    z = torch.randn(n, generator=generator, dtype=torch.float64) * cfg.p_std + cfg.p_mean
+    if cfg.time_sampling == "log-normal":
+        t = schedule.t_from_log_snr(-2 * z)
+    else:
+        t = torch.sigmoid(z)
+    return t.clamp(max(schedule.t_min, 1e-5), schedule.t_max)
+
+
+def min_snr_weight(log_snr: Tensor, prediction: str, gamma: float) -> Tensor:
+    """Min-SNR-gamma weight in the network's own parameterization (Hang et al. 2023, Eq. 9):
+    min(SNR, gamma) / SNR for eps, min(SNR, gamma) for x0, min(SNR, gamma) / (SNR + 1) for v."""
+    snr = log_snr.exp()
+    clipped = snr.clamp(max=gamma)
+    if prediction == "eps":
+        return clipped / snr
+    if prediction == "x0":
+        return clipped
+    if prediction == "v":
+        return clipped / (snr + 1)
+    raise ValueError(f"min-snr weighting is defined for eps, x0 and v prediction, not {prediction!r}")
+
+
+def distance(pred: Tensor, target: Tensor, kind: str, huber_c: float) -> Tensor:
+    """Per-sample mean distance: mse, l1 or pseudo-Huber sqrt(d^2 + c^2) - c (Song & Dhariwal
+    2023, Sec. 3.3)."""
+    d = (pred - target).flatten(1)
+    if kind == "mse":
+        return d.pow(2).mean(1)
+    if kind == "l1":
+        return d.abs().mean(1)
+    if kind == "huber":
+        return (torch.sqrt(d.pow(2) + huber_c**2) - huber_c).mean(1)
+    raise ValueError(f"unknown loss {kind!r}; valid: mse, l1, huber")
+
+
+def diffusion_loss(denoiser: Denoiser, x0: Tensor, cond: Cond | None, *, cfg: DiffusionConfig,
+                   generator: torch.Generator) -> Tensor:
+    """The batch loss (scalar) of ``denoiser`` on clean images x0 (N, C, H, W) in [-1, 1]."""
+    schedule = denoiser.schedule
+    t = sample_time(cfg, schedule, x0.shape[0], generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+    x_t = q_sample(schedule, x0, t, noise)
+    out = denoiser(x_t, t, cond)
+    c = denoiser.coefs(t, x0)
+    target = target_from_x0_eps(denoiser.prediction, x0, noise, c, sigma_data=cfg.sigma_data)
+    per_sample = distance(out.raw, target, cfg.loss, cfg.huber_c)
+    if cfg.weighting == "min-snr":
+        per_sample = per_sample * min_snr_weight(schedule.log_snr(t).float(), denoiser.prediction,
+                                                 cfg.min_snr_gamma)
+    return per_sample.mean()
+
+
+def drop_labels(label: Tensor, p: float, num_classes: int, generator: torch.Generator) -> Tensor:
+    """Replace each label by the null id ``num_classes`` with probability p (Ho & Salimans 2022)."""
+    drop = torch.rand(label.shape[0], generator=generator) < p
+    return torch.where(drop.to(label.device), torch.full_like(label, num_classes), label)

@@ -1,0 +1,396 @@
+"""The training loop: one process or many (torchrun / DDP), CPU or CUDA, resumable bit-exactly.
+
+Exact resume rests on three facts: the data order is a pure function of (seed, step, rank)
+(``pixdiff.data.batches``); every random draw of the loss comes from one generator whose state
+is checkpointed with the global RNG (dropout); and the learning rate is a function of the step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from pixdiff import __version__
+from pixdiff.checkpoint import (
+    CONFIG,
+    EMA,
+    MODEL,
+    TRAIN_STATE,
+    load_state_into,
+    net_config_to_dict,
+    read_tensors,
+    save_tensors,
+    write_json,
+)
+from pixdiff.conditioning import Cond
+from pixdiff.config import TrainConfig, to_dict
+from pixdiff.data import ImageSet, batches, load_dataset
+from pixdiff.denoiser import Denoiser
+from pixdiff.images import make_grid, save_png
+from pixdiff.nets import UNetConfig, build_net, preset
+from pixdiff.pipelines.generate import generate
+from pixdiff.schedules import schedule_from_dict
+from pixdiff.training.ema import EMA as EMAWeights
+from pixdiff.training.losses import diffusion_loss, drop_labels
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN loss, bad setup); the message says what was kept."""
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainState:
+    net: nn.Module
+    ema: EMAWeights
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the torchrun process group if launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"device {spec!r} requested but CUDA is not available")
+    return torch.device(spec)
+
+
+def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an existing run unless told to resume or overwrite."""
+    if resume and overwrite:
+        raise TrainingError("--resume and --overwrite contradict each other; pass one")
+    exists = out.exists() and any(out.iterdir())
+    if resume:
+        if not (out / TRAIN_STATE).exists():
+            raise TrainingError(f"cannot resume: {out / TRAIN_STATE} does not exist")
+        return
+    if exists and not overwrite:
+        raise TrainingError(f"output directory {out} already exists; pass --resume to continue "
+                            "that run or --overwrite to replace it")
+    if exists:
+        if not (out / CONFIG).exists():
+            raise TrainingError(f"refusing to overwrite {out}: it is not a pixdiff run directory")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def net_config_for(cfg: TrainConfig, data: ImageSet):
+    """The network config: the preset, fitted to the data, then the user's overrides."""
+    fitted = {"in_channels": data.images.shape[1], "image_size": data.images.shape[-1]}
+    if isinstance(preset(cfg.model.preset), UNetConfig):
+        fitted["out_channels"] = data.images.shape[1]
+    use_labels = cfg.data.conditional and data.labels is not None
+    fitted["num_classes"] = data.num_classes if use_labels else 0
+    return preset(cfg.model.preset, **{**fitted, **cfg.model.overrides})
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to lr, then constant or cosine decay to 0 at the last step."""
+    o = cfg.optim
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.lr_schedule == "constant":
+        return o.lr
+    progress = (step - o.warmup_steps) / max(1, cfg.run.steps - o.warmup_steps)
+    return o.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict, str]:
+    sd = opt.state_dict()
+    tensors = {f"opt.{i}.{k}": torch.as_tensor(v) for i, s in sd["state"].items()
+               for k, v in s.items()}
+    return tensors, json.dumps(sd["param_groups"])
+
+
+def save_checkpoint(run_dir: Path, state: TrainState, config_json: dict) -> None:
+    """Write the run's files; train_state.safetensors alone is what resume reads."""
+    net_sd = state.net.state_dict()
+    ema_sd = state.ema.module.state_dict()
+    opt_t, groups = _opt_tensors(state.optimizer)
+    tensors = {**{f"model.{k}": v for k, v in net_sd.items()},
+               **{f"ema.{k}": v for k, v in ema_sd.items()}, **opt_t,
+               "rng.torch": torch.get_rng_state(), "rng.noise": state.generator.get_state()}
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    meta = {"step": str(state.step), "param_groups": groups, "pixdiff": __version__}
+    write_json(run_dir / CONFIG, config_json)
+    save_tensors(run_dir / MODEL, net_sd, {"step": str(state.step)})
+    save_tensors(run_dir / EMA, ema_sd, {"step": str(state.step)})
+    save_tensors(run_dir / TRAIN_STATE, tensors, meta)
+
+
+def restore_checkpoint(run_dir: Path, state: TrainState) -> None:
+    path = run_dir / TRAIN_STATE
+    tensors, meta = read_tensors(path)
+
+    def section(prefix):
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    load_state_into(state.net, section("model."), f"{path} (model)")
+    load_state_into(state.ema.module, section("ema."), f"{path} (ema)")
+    opt_state: dict = {}
+    for key, v in section("opt.").items():
+        i, name = key.split(".", 1)
+        opt_state.setdefault(int(i), {})[name] = v
+    groups = json.loads(meta["param_groups"])
+    try:
+        state.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    except (ValueError, KeyError) as e:
+        raise TrainingError(f"{path}: optimizer state does not fit this model ({e})") from e
+    torch.set_rng_state(tensors["rng.torch"])
+    state.generator.set_state(tensors["rng.noise"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    state.step = int(meta["step"])
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class CSVLog:
+    """log.csv with one row per logged step; on resume, rows past the checkpoint are dropped."""
+
+    FIELDS = ["step", "loss", "lr", "img_per_s", "grad_norm", "elapsed_s"]
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        rows = []
+        if resume_step is not None and path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, **row) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS).writerow(row)
+
+
+def sample_grid(denoiser: Denoiser, cfg: TrainConfig, path: Path, device) -> None:
+    """A grid from the EMA weights: one row per class (up to 10) or an 8x8 grid."""
+    net_cfg = denoiser.net.config
+    class_count, per_row = net_cfg.num_classes, 8
+    rows = min(class_count, 10) if class_count else 8
+    labels = torch.arange(rows).repeat_interleave(per_row) if class_count else None
+    shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
+    x = generate(denoiser, shape, n=rows * per_row,
+                 labels=labels, num_classes=class_count,
+                 guidance=cfg.sample.guidance if class_count else 1.0, steps=25, seed=0,
+                 device=device)
+    save_png(make_grid(x.clamp(-1, 1), nrow=per_row), path, scale=2)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def make_denoiser(net: nn.Module, cfg: TrainConfig, learn_sigma: bool) -> Denoiser:
+    d = cfg.diffusion
+    return Denoiser(net, schedule_from_dict(d.schedule), d.prediction, sigma_data=d.sigma_data,
+                    learn_sigma=learn_sigma)
+
+
+def build_state(cfg: TrainConfig, net_cfg, device: torch.device, rank: int) -> TrainState:
+    torch.manual_seed(cfg.run.seed + rank)  # dropout draws from the global generator
+    net = build_net(net_cfg).to(device)
+    if cfg.run.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    o = cfg.optim
+    opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank + 1)
+    return TrainState(net, EMAWeights(net, decay=o.ema_decay, warmup=o.ema_warmup), opt, gen)
+
+
+def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
+    b, k = cfg.optim.batch_size, cfg.optim.grad_accum * world_size
+    if b % k:
+        raise TrainingError(f"batch_size {b} must be divisible by grad_accum x processes = {k}")
+    return b // k
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the step and stops."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> Path:
+    """Train a diffusion model into run directory ``out``; returns its path.
+
+    Launch under ``torchrun --nproc_per_node=K`` for data-parallel training: each rank trains on
+    its shard; rank 0 writes checkpoints, samples and the log.
+    """
+    out = Path(out)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    probe = resolve_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", 0)))
+    world = init_distributed(probe)
+    device = resolve_device(cfg.run.device, world.local_rank)
+    if world.is_main:
+        prepare_run_dir(out, resume=resume, overwrite=overwrite)
+    _barrier(world)
+    data = load_dataset(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
+                        skip_bad_images=cfg.data.skip_bad_images)
+    net_cfg = net_config_for(cfg, data)
+    state = build_state(cfg, net_cfg, device, world.rank)
+    if resume:
+        restore_checkpoint(out, state)
+    config_json = {"train": to_dict(cfg), "net": net_config_to_dict(net_cfg),
+                   "class_names": data.class_names if net_cfg.num_classes else None,
+                   "data": {"name": data.name, "size": len(data)}, "pixdiff": __version__}
+    _loop(cfg, out, state, data, world, device, config_json, progress=progress)
+    return out
+
+
+def _loop(cfg, out, state, data, world, device, config_json, *, progress):
+    net_cfg = state.net.config
+    train_net: nn.Module = state.net
+    if world.world_size > 1:
+        train_net = nn.parallel.DistributedDataParallel(
+            train_net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.run.compile:
+        train_net = torch.compile(train_net)
+    denoiser = make_denoiser(train_net, cfg, net_cfg.learn_sigma)
+    ema_denoiser = make_denoiser(state.ema.module, cfg, net_cfg.learn_sigma)
+    micro = micro_batch_size(cfg, world.world_size)
+    stream = batches(data, batch_size=micro, seed=cfg.run.seed,
+                     start_step=state.step * cfg.optim.grad_accum, rank=world.rank,
+                     world_size=world.world_size, flip=cfg.data.flip, device=device)
+    log = CSVLog(out / "log.csv", state.step) if world.is_main else None
+    if world.is_main and state.step == 0:
+        save_checkpoint(out, state, config_json)
+    bar = tqdm(total=cfg.run.steps, initial=state.step, disable=not (progress and world.is_main),
+               desc="train", dynamic_ncols=True)
+    start, last_log, imgs = time.time(), time.time(), 0
+    with StopRequest() as stop:
+        while state.step < cfg.run.steps:
+            loss, grad_norm = train_step(cfg, state, train_net, denoiser, stream, world, device)
+            imgs += cfg.optim.batch_size
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            step = state.step
+            if world.is_main and (step % cfg.run.log_every == 0 or step == cfg.run.steps):
+                now = time.time()
+                log.write(step=step, loss=f"{loss:.6f}", lr=f"{lr_at(step - 1, cfg):.3e}",
+                          img_per_s=f"{imgs / (now - last_log):.1f}",
+                          grad_norm=f"{grad_norm:.4f}", elapsed_s=f"{now - start:.1f}")
+                last_log, imgs = now, 0
+            if world.is_main and cfg.run.sample_every and step % cfg.run.sample_every == 0:
+                sample_grid(ema_denoiser, cfg, out / "samples" / f"step_{step:07d}.png", device)
+            done = step == cfg.run.steps or stop.requested
+            if world.is_main and (step % cfg.run.checkpoint_every == 0 or done):
+                save_checkpoint(out, state, config_json)
+            _barrier(world)
+            if stop.requested:
+                bar.close()
+                raise KeyboardInterrupt(f"stopped at step {step}; checkpoint saved in {out} "
+                                        "(continue with --resume)")
+    bar.close()
+
+
+def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, device):
+    """One optimizer step over grad_accum micro-batches; returns (mean loss, grad norm)."""
+    lr = lr_at(state.step, cfg)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    amp = torch.autocast(device.type, dtype=torch.bfloat16,
+                         enabled=cfg.run.precision == "bf16")
+    total = torch.zeros((), device=device)
+    k = cfg.optim.grad_accum
+    for micro in range(k):
+        batch = next(stream)
+        x0 = batch.images
+        if cfg.run.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        cond = None
+        if state.net.config.num_classes:
+            label = drop_labels(batch.labels, cfg.diffusion.label_dropout,
+                                state.net.config.num_classes, state.generator)
+            cond = Cond(label=label.to(device))
+        sync = nullcontext() if micro == k - 1 or world.world_size == 1 else train_net.no_sync()
+        with sync, amp:
+            loss = diffusion_loss(denoiser, x0, cond, cfg=cfg.diffusion,
+                                  generator=state.generator) / k
+        loss.backward()
+        total += loss.detach()
+    if world.world_size > 1:
+        dist.all_reduce(total)
+        total /= world.world_size
+    value = total.item()
+    if not math.isfinite(value):
+        raise TrainingError(f"loss became {value} at step {state.step + 1}; the last good "
+                            "checkpoint is kept. Try a lower learning rate (--set optim.lr=...) "
+                            "or fp32 (--set run.precision=fp32).")
+    clip = cfg.optim.grad_clip or float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.net.parameters(), clip).item()
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.ema.update(state.net, state.step)
+    state.step += 1
+    return value, grad_norm
+
+
+def _barrier(world: Dist) -> None:
+    if world.world_size > 1:
+        dist.barrier()
+
+
+__all__ = ["TrainingError", "lr_at", "train"]

@@ -1,0 +1,154 @@
+"""End to end: train from the CLI, kill -9, resume bit-exactly, DDP, sample, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixdiff.checkpoint import read_tensors
+from pixdiff.cli.main import main
+
+TINY = ["--preset", "unet-tiny", "--batch-size", "8", "--set", "run.sample_every=0",
+        "--set", "run.log_every=1", "--set", "run.threads=1", "--no-progress",
+        "--set", "optim.warmup_steps=2", "--set", "model.overrides.attention_resolutions=[8]"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """24 random 16x16 RGB images in 3 labelled classes, imagefolder style."""
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    with (root / "metadata.jsonl").open("w") as f:
+        for i in range(24):
+            name = f"img{i:02d}.png"
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name)
+            f.write(json.dumps({"file_name": name, "label": ["cat", "dog", "owl"][i % 3]}) + "\n")
+    return root
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pixdiff.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pixdiff {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
+def train_args(folder: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return ["train", "--data", str(folder), "--out", str(out), "--image-size", "16",
+            "--steps", str(steps), *TINY, *extra]
+
+
+def checkpoint_step(run: Path) -> int:
+    return int(read_tensors(run / "train_state.safetensors")[1]["step"]) if (
+        run / "train_state.safetensors").exists() else -1
+
+
+def test_killed_run_resumes_bit_exactly(folder, tmp_path):
+    steps = 8
+    cli(*train_args(folder, tmp_path / "a", steps, "--set", "run.checkpoint_every=100"))
+    # run b: checkpoint every 3 steps, SIGKILL once step 3 is on disk, then resume
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pixdiff.cli.main",
+                             *train_args(folder, tmp_path / "b", steps,
+                                         "--set", "run.checkpoint_every=3")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while checkpoint_step(tmp_path / "b") < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint_step(tmp_path / "b")
+    assert 3 <= killed_at < steps, f"the run was not killed mid-way (checkpoint {killed_at})"
+    cli("train", "--out", str(tmp_path / "b"), "--resume", "--no-progress")
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, _ = read_tensors(tmp_path / "a" / name)
+        b, _ = read_tensors(tmp_path / "b" / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}:{k} differs after resume"
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in log[1:]] == list(range(1, steps + 1))
+
+
+def test_torchrun_ddp_two_processes(folder, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "pixdiff.cli.main", *train_args(folder, out, 3)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert checkpoint_step(out) == 3
+    assert (out / "ema.safetensors").exists() and (out / "config.json").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    cli(*train_args(folder, out, 2))
+    return out
+
+
+def test_sample_cli_writes_pngs_and_gif(tiny_run, tmp_path):
+    out = tmp_path / "s"
+    proc = cli("sample", str(tiny_run), "-n", "6", "--steps", "3", "--class", "dog",
+               "--guidance", "2", "--out", str(out), "--trajectory", "--no-progress")
+    assert "grid" in proc.stdout
+    pngs = sorted(p.name for p in out.glob("0*.png"))
+    assert pngs == [f"{i:06d}.png" for i in range(6)]
+    assert Image.open(out / "000000.png").size == (16, 16)
+    gif = Image.open(out / "trajectory.gif")
+    assert gif.n_frames == 3
+
+
+def test_sample_is_reproducible_and_batch_independent(tiny_run, tmp_path):
+    cli("sample", str(tiny_run), "-n", "4", "--steps", "3", "--out", str(tmp_path / "x"),
+        "--no-progress", "--batch-size", "4")
+    cli("sample", str(tiny_run), "-n", "4", "--steps", "3", "--out", str(tmp_path / "y"),
+        "--no-progress", "--batch-size", "1")
+    for i in range(4):
+        a = np.asarray(Image.open(tmp_path / "x" / f"{i:06d}.png"))
+        b = np.asarray(Image.open(tmp_path / "y" / f"{i:06d}.png"))
+        assert np.array_equal(a, b)
+
+
+def run_main(capsys, *args) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_bad_input_gives_one_line_errors(folder, tiny_run, tmp_path, capsys):
+    code, err = run_main(capsys, *train_args(folder, tiny_run, 2))
+    assert code == 2 and "already exists" in err and "--resume" in err
+    code, err = run_main(capsys, "sample", str(tiny_run), "--class", "zebra", "--out",
+                         str(tmp_path))
+    assert code == 2 and "unknown class 'zebra'" in err and "cat" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((tiny_run / "config.json").read_text())
+    (bad / "ema.safetensors").write_bytes(b"\x00garbage")
+    code, err = run_main(capsys, "sample", str(bad), "--out", str(tmp_path / "o"))
+    assert code == 2 and "corrupt" in err and "ema.safetensors" in err
+    other = json.loads((tiny_run / "config.json").read_text())
+    other["net"]["model_channels"] = 24
+    (bad / "config.json").write_text(json.dumps(other))
+    (bad / "ema.safetensors").write_bytes((tiny_run / "ema.safetensors").read_bytes())
+    code, err = run_main(capsys, "sample", str(bad), "--out", str(tmp_path / "o"))
+    assert code == 2 and "does not fit this network" in err
+    code, err = run_main(capsys, "train", "--data", str(tmp_path / "nowhere"), "--out",
+                         str(tmp_path / "r"), *TINY)
+    assert code == 2 and "nowhere" in err
+    code, err = run_main(capsys, "train", "--out", str(tmp_path / "r2"), "--set", "optim.lrr=1")
+    assert code == 2 and "optim.lrr" in err
