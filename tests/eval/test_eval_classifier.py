@@ -112,7 +112,7 @@ def test_corrupt_weights_raise_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="model.safetensors"):
         load_classifier(folder)
     weights.unlink()
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+    with pytest.raises(ValueError, match="model.safetensors"):
         load_classifier(folder)
 
 

@@ -7,27 +7,30 @@ It plays for Fashion-MNIST the role Inception-v3 plays for ImageNet-like data (H
 FD numbers are only comparable between runs that use the same shipped weights.
 
 The weights ship in ``pixdiff/assets/fashion_classifier/`` as ``model.safetensors`` (float16,
-loaded back to float32) plus ``config.json``; nothing is pickled, so loading runs no code.
+loaded back to float32) plus ``config.json``, read and written with the atomic, pickle-free
+helpers of :mod:`pixdiff.checkpoint`.
 ``bench/train_classifier.py`` rebuilds them.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
 
+from pixdiff.checkpoint import (
+    CheckpointError,
+    load_state_into,
+    read_json,
+    read_tensors,
+    save_tensors,
+    write_json,
+)
 from pixdiff.data import (
     Batch,
     BatchPlan,
@@ -44,7 +47,7 @@ FORMAT = "pixdiff.fashion_classifier/1"
 IMAGE_SHAPE = (1, 28, 28)
 # Samples of a diffusion model may overshoot [-1, 1] a little; [0, 255] images may not pass.
 RANGE_TOLERANCE = 0.5
-_RETRAIN_HINT = "restore it, or rebuild it with `python bench/train_classifier.py --out DIR`"
+_RETRAIN_HINT = "restore the file, or rebuild it with `python bench/train_classifier.py --out DIR`"
 
 
 # ----------------------------------------------------------------------------- the network
@@ -186,8 +189,11 @@ def random_shift(x: Tensor, *, max_shift: int, generator: torch.Generator) -> Te
     """Translate each image by its own integer (dy, dx) in [-max_shift, max_shift]^2.
 
     Uncovered pixels get the background value -1 (black in model space).
+
     Args:
         x: (N, C, H, W) float in [-1, 1].
+        max_shift: largest shift in pixels along each axis.
+        generator: source of the shifts.
     """
     if max_shift == 0:
         return x
@@ -329,37 +335,17 @@ def train_classifier(
 # ----------------------------------------------------------------------------- save / load
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync, then ``os.replace`` it into place,
-    so a crash leaves either the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped assets must be world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX only)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def save_classifier(
     model: FashionClassifier, path_dir: str | Path, *, metadata: dict | None = None
 ) -> Path:
     """Save ``model`` as ``model.safetensors`` (float16) + ``config.json`` in ``path_dir``.
 
+    Both files are written atomically (temp file, fsync, rename), so an interrupted save
+    leaves the previous files intact.
+
     Args:
         model: the classifier; its float tensors are rounded to float16 on disk.
-        path_dir: folder to write (created if missing); existing files are replaced atomically.
+        path_dir: folder to write (created if missing).
         metadata: JSON-serialisable notes stored in ``config.json`` (e.g. test accuracy).
 
     Returns:
@@ -367,9 +353,7 @@ def save_classifier(
     """
     folder = Path(path_dir)
     state = {
-        name: (t.detach().to(torch.float16) if t.is_floating_point() else t.detach())
-        .cpu()
-        .contiguous()
+        name: t.to(torch.float16) if t.is_floating_point() else t
         for name, t in model.state_dict().items()
     }
     config = {
@@ -378,70 +362,26 @@ def save_classifier(
         "weights_dtype": "float16",
         "metadata": metadata or {},
     }
-    _write_atomic(folder / WEIGHTS_NAME, save_safetensors_bytes(state))
-    _write_atomic(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    save_tensors(folder / WEIGHTS_NAME, state)
+    write_json(folder / CONFIG_NAME, config)
     return folder
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The bytes of ``path``, or a FileNotFoundError / ValueError naming it."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"classifier file {path} not found; {_RETRAIN_HINT}") from None
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read ({err.strerror or err})") from None
-
-
-def _read_config(path: Path) -> dict:
-    """Parse and strictly check ``config.json``; returns the model's constructor arguments."""
-    try:
-        config = json.loads(_read_bytes(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: corrupt JSON ({err}); {_RETRAIN_HINT}") from None
+def _model_config(config: dict, path: Path) -> dict:
+    """Strictly check a parsed ``config.json``; returns the model's constructor arguments."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a pixdiff Fashion-MNIST classifier config ({FORMAT})")
-    unknown = set(config) - {"format", "model", "weights_dtype", "metadata"}
+        raise CheckpointError(f"{path}: not a pixdiff Fashion-MNIST classifier ({FORMAT})")
     keys = {"channels", "feature_dim", "num_classes"}
     model_config = config.get("model")
+    unknown = set(config) - {"format", "model", "weights_dtype", "metadata"}
     if unknown or not isinstance(model_config, dict) or set(model_config) - keys:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: unexpected keys; valid top-level keys are format, model, weights_dtype, "
             f"metadata, and valid model keys are {', '.join(sorted(keys))}"
         )
     if "channels" in model_config:
         model_config = {**model_config, "channels": tuple(model_config["channels"])}
     return model_config
-
-
-def _read_weights(path: Path) -> dict[str, Tensor]:
-    """Tensors of a safetensors file, or a ValueError naming it if it is corrupt."""
-    data = _read_bytes(path)
-    try:
-        return load_safetensors_bytes(data)
-    except (SafetensorError, ValueError, RuntimeError) as err:
-        raise ValueError(
-            f"{path}: corrupt or truncated safetensors file ({err}); {_RETRAIN_HINT}"
-        ) from None
-
-
-def _check_state(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
-    """Raise a ValueError naming ``path`` unless ``state`` has exactly the model's tensors."""
-    expected = model.state_dict()
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: weights do not match config.json (missing {sorted(missing)}, "
-            f"unexpected {sorted(unexpected)}); {_RETRAIN_HINT}"
-        )
-    for name, t in state.items():
-        if t.shape != expected[name].shape:
-            raise ValueError(
-                f"{path}: {name} has shape {tuple(t.shape)}, config.json implies "
-                f"{tuple(expected[name].shape)}; {_RETRAIN_HINT}"
-            )
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise ValueError(f"{path}: {name} holds NaN or infinite values; {_RETRAIN_HINT}")
 
 
 def load_classifier(
@@ -453,15 +393,21 @@ def load_classifier(
         path_dir: folder holding ``model.safetensors`` and ``config.json``; default the shipped
             weights in ``pixdiff/assets/fashion_classifier/``.
         device: where to put the model.
+
+    Raises:
+        CheckpointError: (a ValueError) naming the file that is missing, corrupt, or does not
+            fit the architecture in ``config.json``.
     """
     folder = Path(path_dir) if path_dir is not None else DEFAULT_DIR
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    model_config = _read_config(config_path)
     try:
-        model = FashionClassifier(**model_config)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{config_path}: invalid model config ({err})") from None
-    state = _read_weights(weights_path)
-    _check_state(model, state, weights_path)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        model_config = _model_config(read_json(config_path), config_path)
+        try:
+            model = FashionClassifier(**model_config)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{config_path}: invalid model config ({err})") from None
+        state, _ = read_tensors(weights_path)
+        load_state_into(model, state, str(weights_path))  # casts float16 -> float32
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; {_RETRAIN_HINT}") from None
     return model.to(device).eval()
