@@ -18,29 +18,64 @@ from pixdiff.eval import classify, load_classifier
 from pixdiff.pipelines.generate import generate
 
 
-def class_accuracy(model, classifier, *, per_class: int, guidance: float, sampler: str,
-                   steps: int, seed: int, device: str, batch_size: int) -> dict:
+def class_accuracy(
+    model,
+    classifier,
+    *,
+    per_class: int,
+    guidance: float,
+    sampler: str,
+    steps: int,
+    seed: int,
+    device: str,
+    batch_size: int,
+) -> dict:
     """Generate per_class images of every class and score them with the classifier."""
     k = model.num_classes
     labels = torch.arange(k).repeat_interleave(per_class)
     start = time.time()
-    x = generate(model.denoiser, model.image_shape, n=len(labels), labels=labels, num_classes=k,
-                 guidance=guidance, sampler=sampler, steps=steps, seed=seed, device=device,
-                 batch_size=batch_size)
+    x = generate(
+        model.denoiser,
+        model.image_shape,
+        n=len(labels),
+        labels=labels,
+        num_classes=k,
+        guidance=guidance,
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+    )
     preds, _ = classify(classifier, x.clamp(-1, 1))
     per = [(preds[labels == c] == c).float().mean().item() for c in range(k)]
-    return {"guidance": guidance, "sampler": sampler, "steps": steps, "n": len(labels),
-            "accuracy": (preds == labels).float().mean().item(), "per_class": per,
-            "seconds": round(time.time() - start, 1)}
+    return {
+        "guidance": guidance,
+        "sampler": sampler,
+        "steps": steps,
+        "n": len(labels),
+        "accuracy": (preds == labels).float().mean().item(),
+        "per_class": per,
+        "seconds": round(time.time() - start, 1),
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("run", nargs="?", default=str(SHIPPED_MODEL),
-                   help="run directory (default: the shipped model)")
+    p.add_argument(
+        "run",
+        nargs="?",
+        default=str(SHIPPED_MODEL),
+        help="run directory (default: the shipped model)",
+    )
     p.add_argument("--per-class", type=int, default=100, help="samples per class (default 100)")
-    p.add_argument("--guidance", type=float, nargs="+", default=[2.0, 3.0],
-                   help="guidance scales to evaluate (default 2 3)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        nargs="+",
+        default=[2.0, 3.0],
+        help="guidance scales to evaluate (default 2 3)",
+    )
     p.add_argument("--sampler", default="ddim", help="sampler (default ddim)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
     p.add_argument("--seed", type=int, default=1000, help="first seed (default 1000)")
@@ -52,13 +87,23 @@ def main() -> None:
     classifier = load_classifier(device=args.device)
     results = []
     for w in args.guidance:
-        r = class_accuracy(model, classifier, per_class=args.per_class, guidance=w,
-                           sampler=args.sampler, steps=args.steps, seed=args.seed,
-                           device=args.device, batch_size=args.batch_size)
+        r = class_accuracy(
+            model,
+            classifier,
+            per_class=args.per_class,
+            guidance=w,
+            sampler=args.sampler,
+            steps=args.steps,
+            seed=args.seed,
+            device=args.device,
+            batch_size=args.batch_size,
+        )
         results.append(r)
-        print(f"guidance {w}: accuracy {r['accuracy']:.3f} over {r['n']} samples "
-              f"({args.sampler}, {args.steps} steps, {r['seconds']} s); per class "
-              + " ".join(f"{a:.2f}" for a in r["per_class"]))
+        print(
+            f"guidance {w}: accuracy {r['accuracy']:.3f} over {r['n']} samples "
+            f"({args.sampler}, {args.steps} steps, {r['seconds']} s); per class "
+            + " ".join(f"{a:.2f}" for a in r["per_class"])
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -23,28 +23,49 @@ from pixdiff.nets import build_net, count_parameters, preset
 
 
 def pixdiff_net(size: int, channels: int):
-    cfg = preset("unet-small", in_channels=channels, out_channels=channels, image_size=size,
-                 model_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2,
-                 attention_resolutions=(size // 2,), num_heads=4, dropout=0.0, num_classes=0)
+    cfg = preset(
+        "unet-small",
+        in_channels=channels,
+        out_channels=channels,
+        image_size=size,
+        model_channels=64,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=2,
+        attention_resolutions=(size // 2,),
+        num_heads=4,
+        dropout=0.0,
+        num_classes=0,
+    )
     return build_net(cfg)
 
 
 def diffusers_net(size: int, channels: int):
     from diffusers import UNet2DModel
 
-    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels,
-                       block_out_channels=(64, 128, 128), layers_per_block=2,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-                       attention_head_dim=32)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(64, 128, 128),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=32,
+    )
 
 
 class Contender:
     """A network plus how it is run: memory format, autocast, compile."""
 
-    def __init__(self, name, net, *, channels_last=False, bf16=False, compile=False,
-                 diffusers=False):
-        self.name, self.diffusers, self.bf16, self.channels_last = name, diffusers, bf16, channels_last
+    def __init__(
+        self, name, net, *, channels_last=False, bf16=False, compile=False, diffusers=False
+    ):
+        self.name, self.diffusers, self.bf16, self.channels_last = (
+            name,
+            diffusers,
+            bf16,
+            channels_last,
+        )
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.fn = torch.compile(self.net) if compile else self.net
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-4)
@@ -95,6 +116,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
     p.add_argument("--iters", type=int, default=2, help="steps per contender per round")
     p.add_argument("--compile", action="store_true", help="also time pixdiff under torch.compile")
+    p.add_argument("--bf16", action="store_true", help="also time pixdiff under bf16 autocast")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--json", default=None, help="write results to this JSON file")
     args = p.parse_args()
@@ -105,24 +127,41 @@ def main() -> None:
     t = torch.randint(0, 1000, (args.batch,)).float()
     base = pixdiff_net(args.size, args.channels)
     contenders = [
-        Contender("diffusers UNet2DModel (fp32)", diffusers_net(args.size, args.channels),
-                  diffusers=True),
+        Contender(
+            "diffusers UNet2DModel (fp32)", diffusers_net(args.size, args.channels), diffusers=True
+        ),
         Contender("pixdiff UNet (fp32)", base),
-        Contender("pixdiff UNet (fp32, channels_last)", pixdiff_net(args.size, args.channels),
-                  channels_last=True),
-        Contender("pixdiff UNet (bf16 autocast, channels_last)",
-                  pixdiff_net(args.size, args.channels), channels_last=True, bf16=True),
+        Contender(
+            "pixdiff UNet (fp32, channels_last)",
+            pixdiff_net(args.size, args.channels),
+            channels_last=True,
+        ),
     ]
+    if args.bf16:  # slow on CPUs without native bf16 (AVX2-only), hence opt-in
+        contenders.append(
+            Contender(
+                "pixdiff UNet (bf16 autocast, channels_last)",
+                pixdiff_net(args.size, args.channels),
+                channels_last=True,
+                bf16=True,
+            )
+        )
     if args.compile:
-        contenders.append(Contender("pixdiff UNet (fp32, channels_last, compile)",
-                                    pixdiff_net(args.size, args.channels), channels_last=True,
-                                    compile=True))
+        contenders.append(
+            Contender(
+                "pixdiff UNet (fp32, channels_last, compile)",
+                pixdiff_net(args.size, args.channels),
+                channels_last=True,
+                compile=True,
+            )
+        )
     for c in contenders:  # warm-up (and compile)
         c.train_step(x, t)
         c.sample_step(x, t)
     train_s = {c.name: [] for c in contenders}
     fwd_s = {c.name: [] for c in contenders}
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds}", flush=True)
         for c in contenders:
             train_s[c.name].append(time_it(lambda c=c: c.train_step(x, t), args.iters))
             fwd_s[c.name].append(time_it(lambda c=c: c.sample_step(x, t), args.iters))
@@ -136,25 +175,36 @@ def report(args, contenders, train_s, fwd_s, x, t) -> None:
     for c in contenders:
         tr, fw = statistics.median(train_s[c.name]), statistics.median(fwd_s[c.name])
         flops = count_flops(c, x, t)
-        rows.append({
-            "name": c.name, "params": count_parameters(c.net),
-            "train_img_s": args.batch / tr, "sample_img_s": args.batch / fw,
-            "train_speedup": statistics.median(train_s[ref]) / tr,
-            "sample_speedup": statistics.median(fwd_s[ref]) / fw,
-            "train_gflop_s": flops / tr / 1e9,
-            "frac_fp32_peak": flops / tr / peaks["fp32"],
-            "frac_bf16_peak": flops / tr / peaks["bf16"]})
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; batch {args.batch}, {args.channels}x{args.size}"
-          f"x{args.size}; matmul peak fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, "
-          f"bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
-    print("| net | params | train img/s | vs diffusers | sample img/s | vs diffusers | "
-          "train GFLOP/s | of fp32 peak | of bf16 peak |")
+        rows.append(
+            {
+                "name": c.name,
+                "params": count_parameters(c.net),
+                "train_img_s": args.batch / tr,
+                "sample_img_s": args.batch / fw,
+                "train_speedup": statistics.median(train_s[ref]) / tr,
+                "sample_speedup": statistics.median(fwd_s[ref]) / fw,
+                "train_gflop_s": flops / tr / 1e9,
+                "frac_fp32_peak": flops / tr / peaks["fp32"],
+                "frac_bf16_peak": flops / tr / peaks["bf16"],
+            }
+        )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; batch {args.batch}, {args.channels}x{args.size}"
+        f"x{args.size}; matmul peak fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, "
+        f"bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        "| net | params | train img/s | vs diffusers | sample img/s | vs diffusers | "
+        "train GFLOP/s | of fp32 peak | of bf16 peak |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['params'] / 1e6:.2f}M | {r['train_img_s']:.1f} | "
-              f"{r['train_speedup']:.2f}x | {r['sample_img_s']:.1f} | {r['sample_speedup']:.2f}x | "
-              f"{r['train_gflop_s']:.1f} | {r['frac_fp32_peak']:.0%} | {r['frac_bf16_peak']:.0%} |")
+        print(
+            f"| {r['name']} | {r['params'] / 1e6:.2f}M | {r['train_img_s']:.1f} | "
+            f"{r['train_speedup']:.2f}x | {r['sample_img_s']:.1f} | {r['sample_speedup']:.2f}x | "
+            f"{r['train_gflop_s']:.1f} | {r['frac_fp32_peak']:.0%} | {r['frac_bf16_peak']:.0%} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"peaks": peaks, "rows": rows, "args": vars(args)}, f, indent=2)

@@ -31,8 +31,12 @@ from pixdiff.denoiser import Denoiser
 from pixdiff.nets import DiTConfig, UNetConfig, build_net
 from pixdiff.schedules import schedule_from_dict
 
-CONFIG, MODEL, EMA, TRAIN_STATE = "config.json", "model.safetensors", "ema.safetensors", \
-    "train_state.safetensors"
+CONFIG, MODEL, EMA, TRAIN_STATE = (
+    "config.json",
+    "model.safetensors",
+    "ema.safetensors",
+    "train_state.safetensors",
+)
 _NET_TYPES = {"unet": UNetConfig, "dit": DiTConfig}
 
 
@@ -71,8 +75,9 @@ def _umask() -> int:
     return mask
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
-                 metadata: dict[str, str] | None = None) -> None:
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, st_save(tensors, metadata=metadata))
 
@@ -87,7 +92,7 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is corrupt or not a safetensors file ({e})") from e
     return tensors, metadata
@@ -128,14 +133,21 @@ def load_state_into(module: nn.Module, state: dict[str, torch.Tensor], source: s
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
-        parts = [f"missing {missing[:5]}" if missing else "",
-                 f"unexpected {unexpected[:5]}" if unexpected else "",
-                 f"shape mismatch {wrong[:3]}" if wrong else ""]
-        raise CheckpointError(f"{source} does not fit this network (another architecture?): "
-                              + "; ".join(p for p in parts if p))
+        parts = [
+            f"missing {missing[:5]}" if missing else "",
+            f"unexpected {unexpected[:5]}" if unexpected else "",
+            f"shape mismatch {wrong[:3]}" if wrong else "",
+        ]
+        raise CheckpointError(
+            f"{source} does not fit this network (another architecture?): "
+            + "; ".join(p for p in parts if p)
+        )
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
@@ -170,8 +182,9 @@ def find_weights(path: Path, ema: bool) -> tuple[Path, Path]:
     if path.suffix == ".safetensors":
         return path, path.parent / CONFIG
     if not path.exists():
-        raise CheckpointError(f"{path} does not exist (expected a run directory or a "
-                              ".safetensors file)")
+        raise CheckpointError(
+            f"{path} does not exist (expected a run directory or a .safetensors file)"
+        )
     raise CheckpointError(f"{path} is neither a run directory nor a .safetensors file")
 
 
@@ -193,6 +206,11 @@ def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cp
     load_state_into(net, state, str(weights))
     net.to(device).eval().requires_grad_(False)
     diff = config["train"]["diffusion"]
-    denoiser = Denoiser(net, schedule_from_dict(diff["schedule"]), diff["prediction"],
-                        sigma_data=diff["sigma_data"], learn_sigma=net.config.learn_sigma)
+    denoiser = Denoiser(
+        net,
+        schedule_from_dict(diff["schedule"]),
+        diff["prediction"],
+        sigma_data=diff["sigma_data"],
+        learn_sigma=net.config.learn_sigma,
+    )
     return LoadedModel(denoiser, net, config, config.get("class_names"), Path(path))

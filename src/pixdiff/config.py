@@ -112,14 +112,20 @@ FORMULATIONS: dict[str, DiffusionConfig] = {
     # v-prediction on the cosine schedule (Salimans & Ho 2022) with min-SNR-5 (Hang et al. 2023)
     "v-cosine": DiffusionConfig(schedule={"kind": "cosine"}, prediction="v", weighting="min-snr"),
     # zero terminal SNR + v-prediction (Lin et al. 2023); sample with the trailing grid
-    "v-ztsnr": DiffusionConfig(schedule={"kind": "linear", "zero_terminal_snr": True},
-                               prediction="v"),
+    "v-ztsnr": DiffusionConfig(
+        schedule={"kind": "linear", "zero_terminal_snr": True}, prediction="v"
+    ),
     # EDM, Karras et al. 2022: preconditioning, log-normal sigma, unit weighting of F
     "edm": DiffusionConfig(schedule={"kind": "edm"}, prediction="edm", time_sampling="log-normal"),
     # rectified flow / flow matching (Liu et al. 2022; Lipman et al. 2022), logit-normal t
     # (Esser et al. 2024)
-    "flow": DiffusionConfig(schedule={"kind": "flow"}, prediction="flow",
-                            time_sampling="logit-normal", p_mean=0.0, p_std=1.0),
+    "flow": DiffusionConfig(
+        schedule={"kind": "flow"},
+        prediction="flow",
+        time_sampling="logit-normal",
+        p_mean=0.0,
+        p_std=1.0,
+    ),
 }
 
 
@@ -139,7 +145,9 @@ def _coerce(value, tp, where: str):
         return _coerce(value, next(a for a in args if a is not type(None)), where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(get_args(tp)):
-            raise ValueError(f"{where} must be a list of {len(get_args(tp))} numbers, got {value!r}")
+            raise ValueError(
+                f"{where} must be a list of {len(get_args(tp))} numbers, got {value!r}"
+            )
         return tuple(_coerce(v, a, where) for v, a in zip(value, get_args(tp), strict=True))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -185,7 +193,9 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         node = d
         for i, part in enumerate(path[:-1]):
             if not isinstance(node, dict) or part not in node:
-                raise ValueError(f"unknown config key {'.'.join(path[:i + 1])!r} in --set {text!r}")
+                raise ValueError(
+                    f"unknown config key {'.'.join(path[: i + 1])!r} in --set {text!r}"
+                )
             node = node[part]
         is_free_dict = path[:2] in (["model", "overrides"], ["diffusion", "schedule"])
         if not is_free_dict and path[-1] not in node:

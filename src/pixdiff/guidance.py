@@ -53,8 +53,9 @@ class ClassifierFreeGuidance(nn.Module):
         if self.scale == 1:
             return self.denoiser(x_t, t, cond)
         t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).expand(x_t.shape[0])
-        both = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                             Cond.cat([cond, self.uncond(cond)]))
+        both = self.denoiser(
+            torch.cat([x_t, x_t]), torch.cat([t, t]), Cond.cat([cond, self.uncond(cond)])
+        )
         x0_c, x0_u = both.x0.chunk(2)
         x0 = x0_u + self.scale * (x0_c - x0_u)
         eps = eps_from_x0(x_t.to(x0.dtype), x0, self.denoiser.coefs(t, x_t))

@@ -22,7 +22,7 @@ def make_grid(images: Tensor, *, nrow: int | None = None, pad: int = 2) -> Tenso
     for i in range(n):
         r, k = divmod(i, nrow)
         top, left = pad + r * (h + pad), pad + k * (w + pad)
-        grid[:, top:top + h, left:left + w] = images[i]
+        grid[:, top : top + h, left : left + w] = images[i]
     return grid
 
 
@@ -45,16 +45,15 @@ def save_png(image: Tensor, path: str | Path, *, scale: int = 1) -> Path:
     return Path(path)
 
 
-def save_gif(frames: list[Tensor], path: str | Path, *, scale: int = 1,
-             duration_ms: int = 80) -> Path:
+def save_gif(
+    frames: list[Tensor], path: str | Path, *, scale: int = 1, duration_ms: int = 80
+) -> Path:
     """Animated GIF of (C, H, W) frames in [-1, 1]; the last frame is held longer."""
     pil = [to_pil(f).convert("RGB") for f in frames]
     if scale > 1:
         pil = [p.resize((p.width * scale, p.height * scale), Image.NEAREST) for p in pil]
     buf = io.BytesIO()
     durations = [duration_ms] * (len(pil) - 1) + [1500]
-    pil[0].save(buf, format="GIF", save_all=True, append_images=pil[1:], duration=durations,
-                loop=0)
+    pil[0].save(buf, format="GIF", save_all=True, append_images=pil[1:], duration=durations, loop=0)
     atomic_write(path, buf.getvalue())
     return Path(path)
-

@@ -43,7 +43,8 @@ def sample(
     """Sample images from a model.
 
     Args:
-        model: a :class:`Denoiser` (or a wrapper such as guidance), or ANY callable ``model(x_t, timestep[, cond]) -> prediction``
+        model: a :class:`Denoiser` (or a wrapper such as guidance), or ANY callable
+            ``model(x_t, timestep[, cond]) -> prediction``
             (then ``schedule`` and ``prediction`` say how to read it; it is fed
             ``schedule.timestep(t)``, the training timestep index for discrete schedules).
         shape_or_noise: (N, C, H, W), or the starting noise itself (unit variance; it is scaled

@@ -89,8 +89,10 @@ def _uniform(schedule: Schedule, steps: int, spacing: str) -> Tensor:
     if spacing in ("linspace", "uniform-t"):
         return torch.linspace(hi, lo, n, dtype=torch.float64)
     if lo == 0:
-        raise ValueError("the leading grid would step to t = 0 twice on a schedule with "
-                         "t_min = 0; use trailing or uniform-t")
+        raise ValueError(
+            "the leading grid would step to t = 0 twice on a schedule with "
+            "t_min = 0; use trailing or uniform-t"
+        )
     return lo + (hi - lo) * (k - 1) / n  # leading
 
 

@@ -18,9 +18,23 @@ from PIL import Image
 from pixdiff.checkpoint import read_tensors
 from pixdiff.cli.main import main
 
-TINY = ["--preset", "unet-tiny", "--batch-size", "8", "--set", "run.sample_every=0",
-        "--set", "run.log_every=1", "--set", "run.threads=1", "--no-progress",
-        "--set", "optim.warmup_steps=2", "--set", "model.overrides.attention_resolutions=[8]"]
+TINY = [
+    "--preset",
+    "unet-tiny",
+    "--batch-size",
+    "8",
+    "--set",
+    "run.sample_every=0",
+    "--set",
+    "run.log_every=1",
+    "--set",
+    "run.threads=1",
+    "--no-progress",
+    "--set",
+    "optim.warmup_steps=2",
+    "--set",
+    "model.overrides.attention_resolutions=[8]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +52,40 @@ def folder(tmp_path_factory) -> Path:
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pixdiff.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixdiff.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"pixdiff {' '.join(args)} failed:\n{proc.stderr}")
     return proc
 
 
 def train_args(folder: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    return ["train", "--data", str(folder), "--out", str(out), "--image-size", "16",
-            "--steps", str(steps), *TINY, *extra]
+    return [
+        "train",
+        "--data",
+        str(folder),
+        "--out",
+        str(out),
+        "--image-size",
+        "16",
+        "--steps",
+        str(steps),
+        *TINY,
+        *extra,
+    ]
 
 
 def checkpoint_step(run: Path) -> int:
-    return int(read_tensors(run / "train_state.safetensors")[1]["step"]) if (
-        run / "train_state.safetensors").exists() else -1
+    return (
+        int(read_tensors(run / "train_state.safetensors")[1]["step"])
+        if (run / "train_state.safetensors").exists()
+        else -1
+    )
 
 
 def test_killed_run_resumes_bit_exactly(folder, tmp_path):
@@ -60,10 +93,17 @@ def test_killed_run_resumes_bit_exactly(folder, tmp_path):
     cli(*train_args(folder, tmp_path / "a", steps, "--set", "run.checkpoint_every=100"))
     # run b: checkpoint every 3 steps, SIGKILL once step 3 is on disk, then resume
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pixdiff.cli.main",
-                             *train_args(folder, tmp_path / "b", steps,
-                                         "--set", "run.checkpoint_every=3")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pixdiff.cli.main",
+            *train_args(folder, tmp_path / "b", steps, "--set", "run.checkpoint_every=3"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while checkpoint_step(tmp_path / "b") < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -86,9 +126,21 @@ def test_torchrun_ddp_two_processes(folder, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "pixdiff.cli.main", *train_args(folder, out, 3)],
-        env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "pixdiff.cli.main",
+            *train_args(folder, out, 3),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert checkpoint_step(out) == 3
     assert (out / "ema.safetensors").exists() and (out / "config.json").exists()
@@ -103,8 +155,22 @@ def tiny_run(folder, tmp_path_factory) -> Path:
 
 def test_sample_cli_writes_pngs_and_gif(tiny_run, tmp_path):
     out = tmp_path / "s"
-    proc = cli("sample", str(tiny_run), "-n", "6", "--steps", "3", "--class", "dog",
-               "--guidance", "2", "--out", str(out), "--trajectory", "--no-progress")
+    proc = cli(
+        "sample",
+        str(tiny_run),
+        "-n",
+        "6",
+        "--steps",
+        "3",
+        "--class",
+        "dog",
+        "--guidance",
+        "2",
+        "--out",
+        str(out),
+        "--trajectory",
+        "--no-progress",
+    )
     assert "grid" in proc.stdout
     pngs = sorted(p.name for p in out.glob("0*.png"))
     assert pngs == [f"{i:06d}.png" for i in range(6)]
@@ -114,10 +180,32 @@ def test_sample_cli_writes_pngs_and_gif(tiny_run, tmp_path):
 
 
 def test_sample_is_reproducible_and_batch_independent(tiny_run, tmp_path):
-    cli("sample", str(tiny_run), "-n", "4", "--steps", "3", "--out", str(tmp_path / "x"),
-        "--no-progress", "--batch-size", "4")
-    cli("sample", str(tiny_run), "-n", "4", "--steps", "3", "--out", str(tmp_path / "y"),
-        "--no-progress", "--batch-size", "1")
+    cli(
+        "sample",
+        str(tiny_run),
+        "-n",
+        "4",
+        "--steps",
+        "3",
+        "--out",
+        str(tmp_path / "x"),
+        "--no-progress",
+        "--batch-size",
+        "4",
+    )
+    cli(
+        "sample",
+        str(tiny_run),
+        "-n",
+        "4",
+        "--steps",
+        "3",
+        "--out",
+        str(tmp_path / "y"),
+        "--no-progress",
+        "--batch-size",
+        "1",
+    )
     for i in range(4):
         a = np.asarray(Image.open(tmp_path / "x" / f"{i:06d}.png"))
         b = np.asarray(Image.open(tmp_path / "y" / f"{i:06d}.png"))
@@ -132,8 +220,9 @@ def run_main(capsys, *args) -> tuple[int, str]:
 def test_bad_input_gives_one_line_errors(folder, tiny_run, tmp_path, capsys):
     code, err = run_main(capsys, *train_args(folder, tiny_run, 2))
     assert code == 2 and "already exists" in err and "--resume" in err
-    code, err = run_main(capsys, "sample", str(tiny_run), "--class", "zebra", "--out",
-                         str(tmp_path))
+    code, err = run_main(
+        capsys, "sample", str(tiny_run), "--class", "zebra", "--out", str(tmp_path)
+    )
     assert code == 2 and "unknown class 'zebra'" in err and "cat" in err
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -147,8 +236,9 @@ def test_bad_input_gives_one_line_errors(folder, tiny_run, tmp_path, capsys):
     (bad / "ema.safetensors").write_bytes((tiny_run / "ema.safetensors").read_bytes())
     code, err = run_main(capsys, "sample", str(bad), "--out", str(tmp_path / "o"))
     assert code == 2 and "does not fit this network" in err
-    code, err = run_main(capsys, "train", "--data", str(tmp_path / "nowhere"), "--out",
-                         str(tmp_path / "r"), *TINY)
+    code, err = run_main(
+        capsys, "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TINY
+    )
     assert code == 2 and "nowhere" in err
     code, err = run_main(capsys, "train", "--out", str(tmp_path / "r2"), "--set", "optim.lrr=1")
     assert code == 2 and "optim.lrr" in err

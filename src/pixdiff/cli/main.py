@@ -12,20 +12,34 @@ from pixdiff.cli import train as train_cmd
 from pixdiff.samplers import SamplingError
 from pixdiff.training.trainer import TrainingError
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, CheckpointError, SamplingError,
-               TrainingError, PermissionError, IsADirectoryError, NotADirectoryError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    CheckpointError,
+    SamplingError,
+    TrainingError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pixdiff", description="Pixel-space diffusion: train models and sample images.",
-        epilog="Set PIXDIFF_DEBUG=1 to see full tracebacks.")
+        prog="pixdiff",
+        description="Pixel-space diffusion: train models and sample images.",
+        epilog="Set PIXDIFF_DEBUG=1 to see full tracebacks.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmd.add_parser(sub)
     sample_cmd.add_parser(sub)
-    demo = sub.add_parser("demo", help="sample the shipped Fashion-MNIST model, one row per class",
-                          description="Generate a grid of Fashion-MNIST items from the shipped "
-                          "model (one row per class) and print its path.")
+    demo = sub.add_parser(
+        "demo",
+        help="sample the shipped Fashion-MNIST model, one row per class",
+        description="Generate a grid of Fashion-MNIST items from the shipped "
+        "model (one row per class) and print its path.",
+    )
     demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
     demo.set_defaults(func=sample_cmd.run_demo)
     return parser
@@ -41,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pixdiff {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"pixdiff {args.command}: interrupted{': ' + str(e) if str(e) else ''}",
-              file=sys.stderr)
+        print(
+            f"pixdiff {args.command}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr
+        )
         return 130
 
 

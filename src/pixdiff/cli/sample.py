@@ -18,27 +18,48 @@ SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "fashion_unet"
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "sample", help="generate images from a trained model",
+        "sample",
+        help="generate images from a trained model",
         description="Generate images; writes grid.png and one PNG per image into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("run", nargs="?", default=None,
-                   help="run directory or .safetensors checkpoint (default: the shipped "
-                   "Fashion-MNIST model)")
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "run",
+        nargs="?",
+        default=None,
+        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST model)",
+    )
     p.add_argument("-n", "--num", type=int, default=64, help="number of images")
     p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS), help="sampler")
     p.add_argument("--steps", type=int, default=50, help="sampler steps")
-    p.add_argument("--grid", default=None, choices=SPACINGS,
-                   help="time grid (default: trailing for discrete schedules, karras for EDM)")
+    p.add_argument(
+        "--grid",
+        default=None,
+        choices=SPACINGS,
+        help="time grid (default: trailing for discrete schedules, karras for EDM)",
+    )
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (0 deterministic .. 1)")
-    p.add_argument("--class", dest="class_", default=None, metavar="NAME_OR_ID",
-                   help="class name or id for every image; 'all' cycles through the classes")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale w (1 = conditional; default from the run)")
+    p.add_argument(
+        "--class",
+        dest="class_",
+        default=None,
+        metavar="NAME_OR_ID",
+        help="class name or id for every image; 'all' cycles through the classes",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale w (1 = conditional; default from the run)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed; image i uses seed + i")
     p.add_argument("--out", default="out/samples", help="output directory")
     p.add_argument("--batch-size", type=int, default=64, help="images per sampler batch")
-    p.add_argument("--trajectory", action="store_true",
-                   help="also save trajectory.gif: x_t beside the predicted x0 at every step")
+    p.add_argument(
+        "--trajectory",
+        action="store_true",
+        help="also save trajectory.gif: x_t beside the predicted x0 at every step",
+    )
     p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,8 +87,9 @@ def parse_class(text: str | None, model: LoadedModel, n: int) -> torch.Tensor | 
 def load_model(path: str | None, *, ema: bool, device: str) -> LoadedModel:
     if path is None:
         if not (SHIPPED_MODEL / "config.json").exists():
-            raise FileNotFoundError(f"the shipped model is missing from {SHIPPED_MODEL}; "
-                                    "pass a run directory")
+            raise FileNotFoundError(
+                f"the shipped model is missing from {SHIPPED_MODEL}; pass a run directory"
+            )
         path = SHIPPED_MODEL
     return load(path, ema=ema, device=device)
 
@@ -79,15 +101,28 @@ def run(args) -> int:
     if guidance is None:
         guidance = model.config["train"]["sample"]["guidance"] if labels is not None else 1.0
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
-    x = generate(model.denoiser, model.image_shape, n=args.num, labels=labels,
-                 num_classes=model.num_classes, guidance=guidance, sampler=args.sampler,
-                 steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                 options={"eta": args.eta} if args.eta is not None else None,
-                 device=args.device, progress=not args.no_progress, recorder=recorder)
+    x = generate(
+        model.denoiser,
+        model.image_shape,
+        n=args.num,
+        labels=labels,
+        num_classes=model.num_classes,
+        guidance=guidance,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        options={"eta": args.eta} if args.eta is not None else None,
+        device=args.device,
+        progress=not args.no_progress,
+        recorder=recorder,
+    )
     paths = write_samples(x, Path(args.out), nrow=_row_length(labels, model, args.num))
     if recorder is not None:
-        frames = [make_grid(torch.cat([xt[:8], x0[:8]]).clamp(-1, 1), nrow=min(8, len(xt)))
-                  for xt, x0 in recorder.frames]
+        frames = [
+            make_grid(torch.cat([xt[:8], x0[:8]]).clamp(-1, 1), nrow=min(8, len(xt)))
+            for xt, x0 in recorder.frames
+        ]
         paths.append(save_gif(frames, Path(args.out) / "trajectory.gif", scale=3))
     print(f"wrote {args.num} images; grid: {paths[0]}")
     for extra in paths[1:]:
@@ -114,11 +149,20 @@ def run_demo(args) -> int:
     """One row per class from the shipped model (guided, 50 DDIM steps)."""
     model = load_model(None, ema=True, device="cpu")
     k = model.num_classes
-    per_class = 10
+    per_class = 8
     labels = torch.arange(k).repeat_interleave(per_class)
-    x = generate(model.denoiser, model.image_shape, n=k * per_class, labels=labels,
-                 num_classes=k, guidance=model.config["train"]["sample"]["guidance"],
-                 steps=50, seed=0, batch_size=100, progress=True)
+    x = generate(
+        model.denoiser,
+        model.image_shape,
+        n=k * per_class,
+        labels=labels,
+        num_classes=k,
+        guidance=model.config["train"]["sample"]["guidance"],
+        steps=50,
+        seed=0,
+        batch_size=100,
+        progress=True,
+    )
     grid = write_samples(x, Path(args.out), nrow=per_class)[0]
     names = ", ".join(model.class_names or [])
     print(f"rows (top to bottom): {names}")

@@ -9,8 +9,8 @@ from pixdiff.checkpoint import CONFIG, read_json
 from pixdiff.config import (
     FORMULATIONS,
     TrainConfig,
-    from_dict,
     apply_overrides,
+    from_dict,
     load_config,
     to_dict,
     with_formulation,
@@ -20,22 +20,37 @@ from pixdiff.nets import PRESETS
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a diffusion model",
+        "train",
+        help="train a diffusion model",
         description="Train a diffusion model into a run directory (config.json, model/ema/"
         "train_state .safetensors, log.csv, samples/). Run under `torchrun --nproc_per_node=K "
         "-m pixdiff.cli.main train ...` for data-parallel training. Values not given come "
-        "from the config (see --print-config).")
-    p.add_argument("--data", default=None,
-                   help="fashion-mnist | emoji | PATH to an image folder (optional "
-                   "metadata.jsonl); default fashion-mnist")
+        "from the config (see --print-config).",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="fashion-mnist | emoji | PATH to an image folder (optional "
+        "metadata.jsonl); default fashion-mnist",
+    )
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
     p.add_argument("--preset", default=None, help=f"network preset: {', '.join(sorted(PRESETS))}")
-    p.add_argument("--formulation", default=None, choices=sorted(FORMULATIONS),
-                   help="diffusion formulation preset (schedule, prediction, loss, t-sampling)")
+    p.add_argument(
+        "--formulation",
+        default=None,
+        choices=sorted(FORMULATIONS),
+        help="diffusion formulation preset (schedule, prediction, loss, t-sampling)",
+    )
     p.add_argument("--config", default=None, help="JSON config file (any subset of sections)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. optim.lr=1e-4, run.steps=5000, "
-                   "model.overrides.model_channels=64 (repeatable; values are JSON)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. optim.lr=1e-4, run.steps=5000, "
+        "model.overrides.model_channels=64 (repeatable; values are JSON)",
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps (run.steps)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (optim.batch_size)")
     p.add_argument("--image-size", type=int, default=None, help="image size (data.image_size)")
@@ -43,8 +58,11 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (run.device)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="skip unreadable images in a folder dataset (reports how many)")
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="skip unreadable images in a folder dataset (reports how many)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -60,10 +78,16 @@ def build_config(args) -> TrainConfig:
         cfg = load_config(args.config) if args.config else TrainConfig()
     if args.formulation:
         cfg = with_formulation(cfg, args.formulation)
-    named = {"data.name": args.data, "model.preset": args.preset, "run.steps": args.steps,
-             "optim.batch_size": args.batch_size, "data.image_size": args.image_size,
-             "run.seed": args.seed, "run.device": args.device,
-             "data.skip_bad_images": True if args.skip_bad_images else None}
+    named = {
+        "data.name": args.data,
+        "model.preset": args.preset,
+        "run.steps": args.steps,
+        "optim.batch_size": args.batch_size,
+        "data.image_size": args.image_size,
+        "run.seed": args.seed,
+        "run.device": args.device,
+        "data.skip_bad_images": True if args.skip_bad_images else None,
+    }
     sets = [f"{k}={json.dumps(v)}" for k, v in named.items() if v is not None]
     return apply_overrides(cfg, sets + args.overrides)
 
@@ -75,7 +99,8 @@ def run(args) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    out = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                progress=not args.no_progress)
+    out = train(
+        cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
     print(f"run saved in {out}")
     return 0

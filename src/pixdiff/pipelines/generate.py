@@ -40,8 +40,10 @@ def class_cond(labels: Tensor | None, n: int, num_classes: int, guidance: float)
         if labels is not None:
             raise ValueError("this model is unconditional: it cannot be asked for a class")
         if guidance != 1.0:
-            raise ValueError(f"guidance {guidance} needs a class-conditional model; this one is "
-                             "unconditional (use --guidance 1)")
+            raise ValueError(
+                f"guidance {guidance} needs a class-conditional model; this one is "
+                "unconditional (use --guidance 1)"
+            )
         return None
     if labels is None:  # unconditional samples from a conditional model: the null label
         return Cond(label=torch.full((n,), num_classes, dtype=torch.long))
@@ -53,11 +55,23 @@ def class_cond(labels: Tensor | None, n: int, num_classes: int, guidance: float)
     return Cond(label=labels)
 
 
-def generate(denoiser: nn.Module, image_shape: Sequence[int], *, n: int,
-             labels: Tensor | None = None, num_classes: int = 0, guidance: float = 1.0,
-             sampler: str = "ddim", steps: int = 50, seed: int = 0, batch_size: int = 64,
-             options: Mapping | None = None, device: str | torch.device = "cpu",
-             progress: bool = False, recorder: TrajectoryRecorder | None = None) -> Tensor:
+def generate(
+    denoiser: nn.Module,
+    image_shape: Sequence[int],
+    *,
+    n: int,
+    labels: Tensor | None = None,
+    num_classes: int = 0,
+    guidance: float = 1.0,
+    sampler: str = "ddim",
+    steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 64,
+    options: Mapping | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    recorder: TrajectoryRecorder | None = None,
+) -> Tensor:
     """n samples (N, C, H, W) in [-1, 1] (unclipped); sample i uses seed + i.
 
     Args:
@@ -79,7 +93,16 @@ def generate(denoiser: nn.Module, image_shape: Sequence[int], *, n: int,
         if recorder is not None and start == 0:
             recorder.denoiser = den
             use = recorder
-        x = sample(use, (stop - start, *image_shape), sampler=sampler, steps=steps, cond=part,
-                   seed=seed + start, options=options, device=device, progress=progress)
+        x = sample(
+            use,
+            (stop - start, *image_shape),
+            sampler=sampler,
+            steps=steps,
+            cond=part,
+            seed=seed + start,
+            options=options,
+            device=device,
+            progress=progress,
+        )
         out.append(x.cpu())
     return torch.cat(out)

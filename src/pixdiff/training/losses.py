@@ -3,7 +3,8 @@
 The network predicts its own parameterization (eps, x0, v, flow velocity, EDM's F); the target
 is built from the true (x0, eps) by ``prediction.target_from_x0_eps``, so EDM's loss (Karras et
 al. 2022, Eq. 8: lambda(sigma) c_out^2 = 1, i.e. unit weight on F) and flow matching's velocity
-loss (Lipman et al. 2022, Eq. 23) are the same code path as DDPM's L_simple (Ho et al. 2020, Eq. 14).
+loss (Lipman et al. 2022, Eq. 23) are the same code path as DDPM's L_simple (Ho et al. 2020,
+Eq. 14).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pixdiff.prediction import target_from_x0_eps
 from pixdiff.schedules import DiscreteSchedule, Schedule, q_sample
 
 
-def sample_time(cfg: DiffusionConfig, schedule: Schedule, n: int,
-                generator: torch.Generator) -> Tensor:
+def sample_time(
+    cfg: DiffusionConfig, schedule: Schedule, n: int, generator: torch.Generator
+) -> Tensor:
     """Training times t, (n,) float64 on the CPU.
 
     uniform: a uniform timestep index for discrete schedules (Ho et al. 2020, Alg. 1), else
@@ -51,7 +53,9 @@ def min_snr_weight(log_snr: Tensor, prediction: str, gamma: float) -> Tensor:
         return clipped
     if prediction == "v":
         return clipped / (snr + 1)
-    raise ValueError(f"min-snr weighting is defined for eps, x0 and v prediction, not {prediction!r}")
+    raise ValueError(
+        f"min-snr weighting is defined for eps, x0 and v prediction, not {prediction!r}"
+    )
 
 
 def distance(pred: Tensor, target: Tensor, kind: str, huber_c: float) -> Tensor:
@@ -67,8 +71,14 @@ def distance(pred: Tensor, target: Tensor, kind: str, huber_c: float) -> Tensor:
     raise ValueError(f"unknown loss {kind!r}; valid: mse, l1, huber")
 
 
-def diffusion_loss(denoiser: Denoiser, x0: Tensor, cond: Cond | None, *, cfg: DiffusionConfig,
-                   generator: torch.Generator) -> Tensor:
+def diffusion_loss(
+    denoiser: Denoiser,
+    x0: Tensor,
+    cond: Cond | None,
+    *,
+    cfg: DiffusionConfig,
+    generator: torch.Generator,
+) -> Tensor:
     """The batch loss (scalar) of ``denoiser`` on clean images x0 (N, C, H, W) in [-1, 1]."""
     schedule = denoiser.schedule
     t = sample_time(cfg, schedule, x0.shape[0], generator).to(x0.device)
@@ -79,8 +89,9 @@ def diffusion_loss(denoiser: Denoiser, x0: Tensor, cond: Cond | None, *, cfg: Di
     target = target_from_x0_eps(denoiser.prediction, x0, noise, c, sigma_data=cfg.sigma_data)
     per_sample = distance(out.raw, target, cfg.loss, cfg.huber_c)
     if cfg.weighting == "min-snr":
-        per_sample = per_sample * min_snr_weight(schedule.log_snr(t).float(), denoiser.prediction,
-                                                 cfg.min_snr_gamma)
+        per_sample = per_sample * min_snr_weight(
+            schedule.log_snr(t).float(), denoiser.prediction, cfg.min_snr_gamma
+        )
     return per_sample.mean()
 
 

@@ -101,8 +101,10 @@ def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
             raise TrainingError(f"cannot resume: {out / TRAIN_STATE} does not exist")
         return
     if exists and not overwrite:
-        raise TrainingError(f"output directory {out} already exists; pass --resume to continue "
-                            "that run or --overwrite to replace it")
+        raise TrainingError(
+            f"output directory {out} already exists; pass --resume to continue "
+            "that run or --overwrite to replace it"
+        )
     if exists:
         if not (out / CONFIG).exists():
             raise TrainingError(f"refusing to overwrite {out}: it is not a pixdiff run directory")
@@ -136,8 +138,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict, str]:
     sd = opt.state_dict()
-    tensors = {f"opt.{i}.{k}": torch.as_tensor(v) for i, s in sd["state"].items()
-               for k, v in s.items()}
+    tensors = {
+        f"opt.{i}.{k}": torch.as_tensor(v) for i, s in sd["state"].items() for k, v in s.items()
+    }
     return tensors, json.dumps(sd["param_groups"])
 
 
@@ -146,9 +149,13 @@ def save_checkpoint(run_dir: Path, state: TrainState, config_json: dict) -> None
     net_sd = state.net.state_dict()
     ema_sd = state.ema.module.state_dict()
     opt_t, groups = _opt_tensors(state.optimizer)
-    tensors = {**{f"model.{k}": v for k, v in net_sd.items()},
-               **{f"ema.{k}": v for k, v in ema_sd.items()}, **opt_t,
-               "rng.torch": torch.get_rng_state(), "rng.noise": state.generator.get_state()}
+    tensors = {
+        **{f"model.{k}": v for k, v in net_sd.items()},
+        **{f"ema.{k}": v for k, v in ema_sd.items()},
+        **opt_t,
+        "rng.torch": torch.get_rng_state(),
+        "rng.noise": state.generator.get_state(),
+    }
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {"step": str(state.step), "param_groups": groups, "pixdiff": __version__}
@@ -163,7 +170,7 @@ def restore_checkpoint(run_dir: Path, state: TrainState) -> None:
     tensors, meta = read_tensors(path)
 
     def section(prefix):
-        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     load_state_into(state.net, section("model."), f"{path} (model)")
     load_state_into(state.ema.module, section("ema."), f"{path} (ema)")
@@ -214,10 +221,17 @@ def sample_grid(denoiser: Denoiser, cfg: TrainConfig, path: Path, device) -> Non
     rows = min(class_count, 10) if class_count else 8
     labels = torch.arange(rows).repeat_interleave(per_row) if class_count else None
     shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
-    x = generate(denoiser, shape, n=rows * per_row,
-                 labels=labels, num_classes=class_count,
-                 guidance=cfg.sample.guidance if class_count else 1.0, steps=25, seed=0,
-                 device=device)
+    x = generate(
+        denoiser,
+        shape,
+        n=rows * per_row,
+        labels=labels,
+        num_classes=class_count,
+        guidance=cfg.sample.guidance if class_count else 1.0,
+        steps=25,
+        seed=0,
+        device=device,
+    )
     save_png(make_grid(x.clamp(-1, 1), nrow=per_row), path, scale=2)
 
 
@@ -226,8 +240,13 @@ def sample_grid(denoiser: Denoiser, cfg: TrainConfig, path: Path, device) -> Non
 
 def make_denoiser(net: nn.Module, cfg: TrainConfig, learn_sigma: bool) -> Denoiser:
     d = cfg.diffusion
-    return Denoiser(net, schedule_from_dict(d.schedule), d.prediction, sigma_data=d.sigma_data,
-                    learn_sigma=learn_sigma)
+    return Denoiser(
+        net,
+        schedule_from_dict(d.schedule),
+        d.prediction,
+        sigma_data=d.sigma_data,
+        learn_sigma=learn_sigma,
+    )
 
 
 def build_state(cfg: TrainConfig, net_cfg, device: torch.device, rank: int) -> TrainState:
@@ -271,8 +290,14 @@ class StopRequest:
             signal.signal(sig, old)
 
 
-def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> Path:
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Train a diffusion model into run directory ``out``; returns its path.
 
     Launch under ``torchrun --nproc_per_node=K`` for data-parallel training: each rank trains on
@@ -287,15 +312,23 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     if world.is_main:
         prepare_run_dir(out, resume=resume, overwrite=overwrite)
     _barrier(world)
-    data = load_dataset(cfg.data.name, image_size=cfg.data.image_size, channels=cfg.data.channels,
-                        skip_bad_images=cfg.data.skip_bad_images)
+    data = load_dataset(
+        cfg.data.name,
+        image_size=cfg.data.image_size,
+        channels=cfg.data.channels,
+        skip_bad_images=cfg.data.skip_bad_images,
+    )
     net_cfg = net_config_for(cfg, data)
     state = build_state(cfg, net_cfg, device, world.rank)
     if resume:
         restore_checkpoint(out, state)
-    config_json = {"train": to_dict(cfg), "net": net_config_to_dict(net_cfg),
-                   "class_names": data.class_names if net_cfg.num_classes else None,
-                   "data": {"name": data.name, "size": len(data)}, "pixdiff": __version__}
+    config_json = {
+        "train": to_dict(cfg),
+        "net": net_config_to_dict(net_cfg),
+        "class_names": data.class_names if net_cfg.num_classes else None,
+        "data": {"name": data.name, "size": len(data)},
+        "pixdiff": __version__,
+    }
     _loop(cfg, out, state, data, world, device, config_json, progress=progress)
     return out
 
@@ -305,20 +338,33 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
     train_net: nn.Module = state.net
     if world.world_size > 1:
         train_net = nn.parallel.DistributedDataParallel(
-            train_net, device_ids=[device.index] if device.type == "cuda" else None)
+            train_net, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if cfg.run.compile:
         train_net = torch.compile(train_net)
     denoiser = make_denoiser(train_net, cfg, net_cfg.learn_sigma)
     ema_denoiser = make_denoiser(state.ema.module, cfg, net_cfg.learn_sigma)
     micro = micro_batch_size(cfg, world.world_size)
-    stream = batches(data, batch_size=micro, seed=cfg.run.seed,
-                     start_step=state.step * cfg.optim.grad_accum, rank=world.rank,
-                     world_size=world.world_size, flip=cfg.data.flip, device=device)
+    stream = batches(
+        data,
+        batch_size=micro,
+        seed=cfg.run.seed,
+        start_step=state.step * cfg.optim.grad_accum,
+        rank=world.rank,
+        world_size=world.world_size,
+        flip=cfg.data.flip,
+        device=device,
+    )
     log = CSVLog(out / "log.csv", state.step) if world.is_main else None
     if world.is_main and state.step == 0:
         save_checkpoint(out, state, config_json)
-    bar = tqdm(total=cfg.run.steps, initial=state.step, disable=not (progress and world.is_main),
-               desc="train", dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.run.steps,
+        initial=state.step,
+        disable=not (progress and world.is_main),
+        desc="train",
+        dynamic_ncols=True,
+    )
     start, last_log, imgs = time.time(), time.time(), 0
     with StopRequest() as stop:
         while state.step < cfg.run.steps:
@@ -329,9 +375,14 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
             step = state.step
             if world.is_main and (step % cfg.run.log_every == 0 or step == cfg.run.steps):
                 now = time.time()
-                log.write(step=step, loss=f"{loss:.6f}", lr=f"{lr_at(step - 1, cfg):.3e}",
-                          img_per_s=f"{imgs / (now - last_log):.1f}",
-                          grad_norm=f"{grad_norm:.4f}", elapsed_s=f"{now - start:.1f}")
+                log.write(
+                    step=step,
+                    loss=f"{loss:.6f}",
+                    lr=f"{lr_at(step - 1, cfg):.3e}",
+                    img_per_s=f"{imgs / (now - last_log):.1f}",
+                    grad_norm=f"{grad_norm:.4f}",
+                    elapsed_s=f"{now - start:.1f}",
+                )
                 last_log, imgs = now, 0
             if world.is_main and cfg.run.sample_every and step % cfg.run.sample_every == 0:
                 sample_grid(ema_denoiser, cfg, out / "samples" / f"step_{step:07d}.png", device)
@@ -341,8 +392,9 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
             _barrier(world)
             if stop.requested:
                 bar.close()
-                raise KeyboardInterrupt(f"stopped at step {step}; checkpoint saved in {out} "
-                                        "(continue with --resume)")
+                raise KeyboardInterrupt(
+                    f"stopped at step {step}; checkpoint saved in {out} (continue with --resume)"
+                )
     bar.close()
 
 
@@ -351,8 +403,7 @@ def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, devic
     lr = lr_at(state.step, cfg)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    amp = torch.autocast(device.type, dtype=torch.bfloat16,
-                         enabled=cfg.run.precision == "bf16")
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16")
     total = torch.zeros((), device=device)
     k = cfg.optim.grad_accum
     for micro in range(k):
@@ -362,13 +413,18 @@ def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, devic
             x0 = x0.contiguous(memory_format=torch.channels_last)
         cond = None
         if state.net.config.num_classes:
-            label = drop_labels(batch.labels, cfg.diffusion.label_dropout,
-                                state.net.config.num_classes, state.generator)
+            label = drop_labels(
+                batch.labels,
+                cfg.diffusion.label_dropout,
+                state.net.config.num_classes,
+                state.generator,
+            )
             cond = Cond(label=label.to(device))
         sync = nullcontext() if micro == k - 1 or world.world_size == 1 else train_net.no_sync()
         with sync, amp:
-            loss = diffusion_loss(denoiser, x0, cond, cfg=cfg.diffusion,
-                                  generator=state.generator) / k
+            loss = (
+                diffusion_loss(denoiser, x0, cond, cfg=cfg.diffusion, generator=state.generator) / k
+            )
         loss.backward()
         total += loss.detach()
     if world.world_size > 1:
@@ -376,9 +432,11 @@ def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, devic
         total /= world.world_size
     value = total.item()
     if not math.isfinite(value):
-        raise TrainingError(f"loss became {value} at step {state.step + 1}; the last good "
-                            "checkpoint is kept. Try a lower learning rate (--set optim.lr=...) "
-                            "or fp32 (--set run.precision=fp32).")
+        raise TrainingError(
+            f"loss became {value} at step {state.step + 1}; the last good "
+            "checkpoint is kept. Try a lower learning rate (--set optim.lr=...) "
+            "or fp32 (--set run.precision=fp32)."
+        )
     clip = cfg.optim.grad_clip or float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(state.net.parameters(), clip).item()
     state.optimizer.step()
