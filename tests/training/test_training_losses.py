@@ -23,8 +23,16 @@ def test_every_formulation_trains(name):
     """A tiny net on a fixed batch: the loss of each formulation falls well below its start."""
     torch.manual_seed(0)
     cfg = FORMULATIONS[name]
-    net = build_net(preset("unet-tiny", in_channels=1, out_channels=1, image_size=8,
-                           attention_resolutions=(4,), dropout=0.0))
+    net = build_net(
+        preset(
+            "unet-tiny",
+            in_channels=1,
+            out_channels=1,
+            image_size=8,
+            attention_resolutions=(4,),
+            dropout=0.0,
+        )
+    )
     d = Denoiser(net, schedule_from_dict(cfg.schedule), cfg.prediction, sigma_data=0.5)
     x0 = torch.linspace(-1, 1, 64).reshape(1, 1, 8, 8).repeat(8, 1, 1, 1)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -65,8 +73,9 @@ def test_min_snr_weights():
     lam = torch.tensor([math.log(0.5), math.log(5.0), math.log(50.0)])
     torch.testing.assert_close(min_snr_weight(lam, "eps", 5.0), torch.tensor([1.0, 1.0, 0.1]))
     torch.testing.assert_close(min_snr_weight(lam, "x0", 5.0), torch.tensor([0.5, 5.0, 5.0]))
-    torch.testing.assert_close(min_snr_weight(lam, "v", 5.0),
-                               torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51]))
+    torch.testing.assert_close(
+        min_snr_weight(lam, "v", 5.0), torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51])
+    )
     with pytest.raises(ValueError, match="flow"):
         min_snr_weight(lam, "flow", 5.0)
 
@@ -83,8 +92,10 @@ def test_ema_warmup_and_tracking():
 
 
 def test_lr_warmup_then_cosine():
-    cfg = apply_overrides(TrainConfig(), ["optim.warmup_steps=10", "optim.lr_schedule=\"cosine\"",
-                                          "run.steps=110", "optim.lr=1.0"])
+    cfg = apply_overrides(
+        TrainConfig(),
+        ["optim.warmup_steps=10", 'optim.lr_schedule="cosine"', "run.steps=110", "optim.lr=1.0"],
+    )
     assert trainer.lr_at(0, cfg) == pytest.approx(0.1) and trainer.lr_at(9, cfg) == 1.0
     assert trainer.lr_at(60, cfg) == pytest.approx(0.5) and trainer.lr_at(110, cfg) == 0
 
@@ -101,10 +112,20 @@ def folder(tmp_path):
 
 
 def tiny_cfg(folder, *extra):
-    return apply_overrides(TrainConfig(), [
-        f"data.name={folder}", "data.image_size=8", "model.preset=\"unet-tiny\"",
-        "model.overrides.attention_resolutions=[4]", "optim.batch_size=4", "run.sample_every=0",
-        "run.log_every=1", "run.threads=1", *extra])
+    return apply_overrides(
+        TrainConfig(),
+        [
+            f"data.name={folder}",
+            "data.image_size=8",
+            'model.preset="unet-tiny"',
+            "model.overrides.attention_resolutions=[4]",
+            "optim.batch_size=4",
+            "run.sample_every=0",
+            "run.log_every=1",
+            "run.threads=1",
+            *extra,
+        ],
+    )
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path, monkeypatch):
@@ -129,9 +150,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path, mon
 @pytest.mark.parametrize("net", ["dit-tiny", "unet-tiny"])
 @pytest.mark.parametrize("formulation", ["edm", "flow"])
 def test_presets_and_formulations_train_through_the_same_path(folder, tmp_path, net, formulation):
-    cfg = replace(tiny_cfg(folder, "run.steps=2", f"model.preset=\"{net}\""),
-                  diffusion=FORMULATIONS[formulation])
+    cfg = replace(
+        tiny_cfg(folder, "run.steps=2", f'model.preset="{net}"'),
+        diffusion=FORMULATIONS[formulation],
+    )
     if net == "dit-tiny":
-        cfg = apply_overrides(cfg, ["model.overrides={\"patch_size\": 2}"])
+        cfg = apply_overrides(cfg, ['model.overrides={"patch_size": 2}'])
     run = trainer.train(cfg, tmp_path / "run", progress=False)
     assert read_tensors(run / "ema.safetensors")[1]["step"] == "2"
