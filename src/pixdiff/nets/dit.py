@@ -20,13 +20,11 @@ from pixdiff.nets.layers import (
     CrossAttention,
     SelfAttention,
     broadcast_c_noise,
-    check_cond,
     check_config_ints,
-    check_context,
-    check_image,
-    check_shape,
+    check_net_inputs,
     config_from_dict,
     config_to_dict,
+    required_cond,
     sincos_pos_embed_2d,
     zero_module,
 )
@@ -246,23 +244,7 @@ class DiT(nn.Module):
 
     def required_cond(self) -> list[str]:
         """Names of the Cond fields this network needs on every call."""
-        c = self.config
-        wanted = {
-            "label": c.num_classes > 0,
-            "context": c.context_dim > 0,
-            "pooled": c.pooled_dim > 0,
-        }
-        return [name for name, needed in wanted.items() if needed]
+        return required_cond(self.config)
 
     def _check_inputs(self, x: Tensor, cond: Cond | None) -> Cond:
-        """Validate x and cond against the config, raising ValueError naming the problem."""
-        c = self.config
-        check_image(x, channels=c.in_channels, multiple=c.patch_size, who="DiT")
-        cond = check_cond(cond, batch=x.shape[0], required=self.required_cond(), who="DiT")
-        if cond.context is not None:
-            check_context(
-                cond.context, cond.context_mask, batch=x.shape[0], context_dim=c.context_dim
-            )
-        if cond.pooled is not None:
-            check_shape("pooled", cond.pooled, (x.shape[0], c.pooled_dim))
-        return cond
+        return check_net_inputs(x, cond, self.config, multiple=self.config.patch_size, who="DiT")

@@ -378,3 +378,35 @@ def config_from_dict(cls: type[C], d: dict[str, Any]) -> C:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys are {valid}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def required_cond(config: Any) -> list[str]:
+    """Names of the Cond fields a network built from ``config`` needs on every call."""
+    low_res = getattr(config, "low_res_channels", 0) > 0
+    wanted = {
+        "label": config.num_classes > 0,
+        "context": config.context_dim > 0,
+        "pooled": config.pooled_dim > 0,
+        "low_res": low_res,
+        "low_res_noise": low_res,
+    }
+    return [name for name, needed in wanted.items() if needed]
+
+
+def check_net_inputs(x: Tensor, cond: Cond | None, config: Any, *, multiple: int, who: str) -> Cond:
+    """Validate x and cond against a UNet/DiT config, raising ValueError naming the problem."""
+    c = config
+    check_image(x, channels=c.in_channels, multiple=multiple, who=who)
+    cond = check_cond(cond, batch=x.shape[0], required=required_cond(c), who=who)
+    if cond.context is not None:
+        check_context(cond.context, cond.context_mask, batch=x.shape[0], context_dim=c.context_dim)
+    if cond.pooled is not None:
+        check_shape("pooled", cond.pooled, (x.shape[0], c.pooled_dim))
+    if cond.low_res is not None:
+        if cond.low_res.dim() != 4 or cond.low_res.shape[1] != c.low_res_channels:
+            raise ValueError(
+                f"cond.low_res must be (N, {c.low_res_channels}, h, w), "
+                f"got {tuple(cond.low_res.shape)}"
+            )
+        check_shape("low_res_noise", cond.low_res_noise, (x.shape[0],))
+    return cond

@@ -25,14 +25,12 @@ from pixdiff.nets.layers import (
     CrossAttention,
     SelfAttention,
     broadcast_c_noise,
-    check_cond,
     check_config_ints,
-    check_context,
-    check_image,
-    check_shape,
+    check_net_inputs,
     config_from_dict,
     config_to_dict,
     group_norm,
+    required_cond,
     zero_module,
 )
 
@@ -408,32 +406,9 @@ class UNet(nn.Module):
 
     def required_cond(self) -> list[str]:
         """Names of the Cond fields this network needs on every call."""
-        c = self.config
-        wanted = {
-            "label": c.num_classes > 0,
-            "context": c.context_dim > 0,
-            "pooled": c.pooled_dim > 0,
-            "low_res": c.low_res_channels > 0,
-            "low_res_noise": c.low_res_channels > 0,
-        }
-        return [name for name, needed in wanted.items() if needed]
+        return required_cond(self.config)
 
     def _check_inputs(self, x: Tensor, cond: Cond | None) -> Cond:
-        """Validate x and cond against the config, raising ValueError naming the problem."""
-        c = self.config
-        check_image(x, channels=c.in_channels, multiple=c.size_multiple, who="UNet")
-        cond = check_cond(cond, batch=x.shape[0], required=self.required_cond(), who="UNet")
-        if cond.context is not None:
-            check_context(
-                cond.context, cond.context_mask, batch=x.shape[0], context_dim=c.context_dim
-            )
-        if cond.pooled is not None:
-            check_shape("pooled", cond.pooled, (x.shape[0], c.pooled_dim))
-        if cond.low_res is not None:
-            if cond.low_res.dim() != 4 or cond.low_res.shape[1] != c.low_res_channels:
-                raise ValueError(
-                    f"cond.low_res must be (N, {c.low_res_channels}, h, w), "
-                    f"got {tuple(cond.low_res.shape)}"
-                )
-            check_shape("low_res_noise", cond.low_res_noise, (x.shape[0],))
-        return cond
+        return check_net_inputs(
+            x, cond, self.config, multiple=self.config.size_multiple, who="UNet"
+        )
