@@ -78,13 +78,16 @@ class GaussianMixture:
         r = self.responsibilities(x_t, alpha, sigma)
         return (r[..., None] * per_k).sum(1)
 
-    def ode_map_gaussian(self, x_T: Tensor, alpha_T: float, sigma_T: float) -> Tensor:
-        """Exact probability-flow ODE solution at t = 0 from x_T, for a single Gaussian:
+    def ode_map_gaussian(self, x_T: Tensor, alpha_T: float, sigma_T: float, *,
+                         alpha_to: float = 1.0, sigma_to: float = 0.0) -> Tensor:
+        """Exact probability-flow ODE solution from x_T at (alpha_T, sigma_T) to the time with
+        (alpha_to, sigma_to) (default: t = 0), for a single Gaussian:
         (x_t - alpha mu) / sqrt(alpha^2 s^2 + sigma^2) is constant along the flow."""
         if self.means.shape[0] != 1:
             raise ValueError("the closed-form ODE map holds for a single Gaussian")
         mu, s = self.means[0], self.stds[0]
-        return mu + s * (x_T.double() - alpha_T * mu) / math.sqrt(alpha_T**2 * s**2 + sigma_T**2)
+        z = (x_T.double() - alpha_T * mu) / math.sqrt(alpha_T**2 * s**2 + sigma_T**2)
+        return alpha_to * mu + math.sqrt(alpha_to**2 * s**2 + sigma_to**2) * z
 
     def denoiser(
         self, schedule: Schedule, prediction: PredictionType = "x0", *, sigma_data: float = 0.5
