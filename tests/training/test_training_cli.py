@@ -240,5 +240,8 @@ def test_bad_input_gives_one_line_errors(folder, tiny_run, tmp_path, capsys):
         capsys, "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TINY
     )
     assert code == 2 and "nowhere" in err
+    code, err = run_main(capsys, "sample", str(tiny_run), "--guidance", "3", "--out",
+                         str(tmp_path / "g"))
+    assert code == 2 and "--class" in err
     code, err = run_main(capsys, "train", "--out", str(tmp_path / "r2"), "--set", "optim.lrr=1")
     assert code == 2 and "optim.lrr" in err

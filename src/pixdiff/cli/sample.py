@@ -98,6 +98,8 @@ def run(args) -> int:
     model = load_model(args.run, ema=not args.raw, device=args.device)
     labels = parse_class(args.class_, model, args.num)
     guidance = args.guidance
+    if guidance is not None and guidance != 1.0 and labels is None:
+        raise ValueError("--guidance steers towards a class: pass --class NAME_OR_ID (or 'all')")
     if guidance is None:
         guidance = model.config["train"]["sample"]["guidance"] if labels is not None else 1.0
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
