@@ -1,7 +1,10 @@
 """pixdiff: pixel-space diffusion on one continuous-time core."""
 
+from pixdiff.checkpoint import load
 from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoised, Denoiser
+from pixdiff.guidance import ClassifierFreeGuidance
+from pixdiff.pipelines.generate import generate
 from pixdiff.prediction import PREDICTION_TYPES
 from pixdiff.samplers import available as available_samplers
 from pixdiff.samplers import sample_ddim, sample_ddpm
@@ -25,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PREDICTION_TYPES",
+    "ClassifierFreeGuidance",
     "Cond",
     "Denoised",
     "Denoiser",
@@ -37,7 +41,9 @@ __all__ = [
     "VPLinearLogSNRSchedule",
     "VPLinearSchedule",
     "available_samplers",
+    "generate",
     "get_schedule",
+    "load",
     "q_sample",
     "sample",
     "sample_ddim",
