@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from pixdiff.conditioning import Cond
-from pixdiff.samplers.common import Generators, randn_like, run_steps
+from pixdiff.samplers.common import Generators, check_grid, randn_like, run_steps
 from pixdiff.samplers.ddpm import posterior
 
 
@@ -56,3 +57,28 @@ def sample_ddim(
 
     with torch.no_grad():
         return run_steps(step, x, ts, progress=progress, desc="ddim")
+
+
+def invert_ddim(denoiser, x0: Tensor, ts: Tensor, *, cond: Cond | None = None,
+                progress: bool = False) -> Tensor:
+    """DDIM inversion: run the deterministic DDIM map backwards, x0 -> x_T (Song et al. 2021,
+    Sec. 4.3; Dhariwal & Nichol 2021, App. F).
+
+    Each step s -> t (s < t) re-noises the denoiser's estimate made at the known point:
+    x_t = alpha_t x0_hat + sigma_t eps_hat with (x0_hat, eps_hat) from (x_s, s). At s = 0 the
+    model is undefined (sigma = 0), so the first step evaluates it at (x0, t). Inverting and
+    then sampling on the same grid returns x0 up to the O(h) error of both directions.
+
+    Args:
+        x0: (N, ...) clean data; ts: the sampling grid (decreasing, ending at 0), walked upwards.
+    """
+    check_grid(ts)
+    up = ts.flip(0)
+    sched = denoiser.schedule
+    x = x0
+    with torch.no_grad():
+        for s, t in tqdm(list(zip(up[:-1], up[1:], strict=True)), disable=not progress,
+                         desc="ddim-inversion", leave=False):
+            d = denoiser(x, t if s == 0 else s, cond)
+            x = sched.alpha(t) * d.x0 + sched.sigma(t) * d.eps
+    return x
