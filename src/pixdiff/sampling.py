@@ -22,6 +22,19 @@ def default_spacing(schedule: Schedule) -> Spacing:
     return "karras" if isinstance(schedule, EDMSchedule) else "uniform-t"
 
 
+def steps_for_nfe(sampler: str, nfe: int) -> int:
+    """The most steps of ``sampler`` that fit a budget of ``nfe`` network evaluations."""
+    spec = get_sampler(sampler)
+    steps = nfe // spec.nfe_per_step
+    if steps < spec.min_steps:
+        raise ValueError(
+            f"an NFE budget of {nfe} is too small for {sampler!r}: it needs at least "
+            f"{spec.min_steps * spec.nfe_per_step} ({spec.min_steps} steps x "
+            f"{spec.nfe_per_step} NFE)"
+        )
+    return steps
+
+
 def sample(
     model: Callable[..., Tensor] | Denoiser,
     shape_or_noise: Sequence[int] | Tensor,

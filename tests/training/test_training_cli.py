@@ -240,8 +240,43 @@ def test_bad_input_gives_one_line_errors(folder, tiny_run, tmp_path, capsys):
         capsys, "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TINY
     )
     assert code == 2 and "nowhere" in err
-    code, err = run_main(capsys, "sample", str(tiny_run), "--guidance", "3", "--out",
-                         str(tmp_path / "g"))
+    code, err = run_main(
+        capsys, "sample", str(tiny_run), "--guidance", "3", "--out", str(tmp_path / "g")
+    )
     assert code == 2 and "--class" in err
     code, err = run_main(capsys, "train", "--out", str(tmp_path / "r2"), "--set", "optim.lrr=1")
     assert code == 2 and "optim.lrr" in err
+
+
+def test_sample_nfe_grid_and_float64_take_effect(tiny_run, tmp_path):
+    proc = cli(
+        "sample",
+        str(tiny_run),
+        "-n",
+        "2",
+        "--nfe",
+        "4",
+        "--out",
+        str(tmp_path / "a"),
+        "--no-progress",
+        "--float64",
+    )
+    assert "(ddim, 4 steps)" in proc.stdout
+    cli(
+        "sample",
+        str(tiny_run),
+        "-n",
+        "2",
+        "--steps",
+        "4",
+        "--grid",
+        "linspace",
+        "--out",
+        str(tmp_path / "b"),
+        "--no-progress",
+    )
+    a = np.asarray(Image.open(tmp_path / "a" / "000000.png"), dtype=np.int32)
+    b = np.asarray(Image.open(tmp_path / "b" / "000000.png"), dtype=np.int32)
+    assert np.abs(a - b).max() > 0  # trailing (default) and linspace grids differ
+    bad = cli("sample", str(tiny_run), "--nfe", "0", "--out", str(tmp_path / "c"), check=False)
+    assert bad.returncode == 2 and "too small" in bad.stderr

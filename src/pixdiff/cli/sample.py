@@ -11,6 +11,7 @@ from pixdiff.checkpoint import LoadedModel, load
 from pixdiff.images import make_grid, save_gif, save_png
 from pixdiff.pipelines.generate import TrajectoryRecorder, generate
 from pixdiff.samplers import SAMPLERS
+from pixdiff.sampling import steps_for_nfe
 from pixdiff.timesteps import SPACINGS
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "fashion_unet"
@@ -32,6 +33,19 @@ def add_parser(sub) -> None:
     p.add_argument("-n", "--num", type=int, default=64, help="number of images")
     p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS), help="sampler")
     p.add_argument("--steps", type=int, default=50, help="sampler steps")
+    p.add_argument(
+        "--nfe",
+        type=int,
+        default=None,
+        metavar="BUDGET",
+        help="network-evaluation budget: use the most steps of --sampler that fit "
+        "(overrides --steps)",
+    )
+    p.add_argument(
+        "--float64",
+        action="store_true",
+        help="keep the sampler state in float64 (reference solutions)",
+    )
     p.add_argument(
         "--grid",
         default=None,
@@ -103,6 +117,7 @@ def run(args) -> int:
     if guidance is None:
         guidance = model.config["train"]["sample"]["guidance"] if labels is not None else 1.0
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
+    steps = steps_for_nfe(args.sampler, args.nfe) if args.nfe is not None else args.steps
     x = generate(
         model.denoiser,
         model.image_shape,
@@ -111,13 +126,15 @@ def run(args) -> int:
         num_classes=model.num_classes,
         guidance=guidance,
         sampler=args.sampler,
-        steps=args.steps,
+        steps=steps,
         seed=args.seed,
         batch_size=args.batch_size,
         options={"eta": args.eta} if args.eta is not None else None,
         device=args.device,
         progress=not args.no_progress,
         recorder=recorder,
+        dtype=torch.float64 if args.float64 else torch.float32,
+        spacing=args.grid,
     )
     paths = write_samples(x, Path(args.out), nrow=_row_length(labels, model, args.num))
     if recorder is not None:
@@ -126,7 +143,7 @@ def run(args) -> int:
             for xt, x0 in recorder.frames
         ]
         paths.append(save_gif(frames, Path(args.out) / "trajectory.gif", scale=3))
-    print(f"wrote {args.num} images; grid: {paths[0]}")
+    print(f"wrote {args.num} images ({args.sampler}, {steps} steps); grid: {paths[0]}")
     for extra in paths[1:]:
         print(f"also wrote {extra}")
     return 0

@@ -71,6 +71,8 @@ def generate(
     device: str | torch.device = "cpu",
     progress: bool = False,
     recorder: TrajectoryRecorder | None = None,
+    dtype: torch.dtype = torch.float32,
+    spacing: str | None = None,
 ) -> Tensor:
     """n samples (N, C, H, W) in [-1, 1] (unclipped); sample i uses seed + i.
 
@@ -78,6 +80,8 @@ def generate(
         labels: (n,) class ids, or None for unconditional samples (the null label).
         guidance: classifier-free guidance scale w (1 = plain conditional).
         recorder: if given, wraps the denoiser to record the trajectory of the first batch.
+        dtype: the sampler state's dtype (float64 for reference solutions).
+        spacing: the time grid (default: by schedule, see pixdiff.sampling.default_spacing).
     """
     if n < 1:
         raise ValueError(f"number of samples must be >= 1, got {n}")
@@ -103,6 +107,8 @@ def generate(
             options=options,
             device=device,
             progress=progress,
+            dtype=dtype,
+            spacing=spacing,
         )
         out.append(x.cpu())
     return torch.cat(out)
