@@ -156,9 +156,11 @@ def test_bad_input():
 def test_ddim_inversion_then_sampling_returns_x0():
     from pixdiff.samplers.ddim import invert_ddim
 
-    gm = GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=torch.float64),
-                         torch.tensor([0.3, 0.5], dtype=torch.float64),
-                         torch.tensor([0.5, 0.5], dtype=torch.float64))
+    gm = GaussianMixture(
+        torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=torch.float64),
+        torch.tensor([0.3, 0.5], dtype=torch.float64),
+        torch.tensor([0.5, 0.5], dtype=torch.float64),
+    )
     d = gm.denoiser(get_schedule("cosine"), "eps")
     x0, _ = gm.sample(200, torch.Generator().manual_seed(0))
     errs = []

@@ -78,8 +78,15 @@ class GaussianMixture:
         r = self.responsibilities(x_t, alpha, sigma)
         return (r[..., None] * per_k).sum(1)
 
-    def ode_map_gaussian(self, x_T: Tensor, alpha_T: float, sigma_T: float, *,
-                         alpha_to: float = 1.0, sigma_to: float = 0.0) -> Tensor:
+    def ode_map_gaussian(
+        self,
+        x_T: Tensor,
+        alpha_T: float,
+        sigma_T: float,
+        *,
+        alpha_to: float = 1.0,
+        sigma_to: float = 0.0,
+    ) -> Tensor:
         """Exact probability-flow ODE solution from x_T at (alpha_T, sigma_T) to the time with
         (alpha_to, sigma_to) (default: t = 0), for a single Gaussian:
         (x_t - alpha mu) / sqrt(alpha^2 s^2 + sigma^2) is constant along the flow."""

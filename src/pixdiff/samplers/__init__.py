@@ -10,9 +10,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
+from pixdiff.samplers.adaptive import sample_ode_rk45
 from pixdiff.samplers.common import SamplingError, per_sample_generators, randn, run_steps
 from pixdiff.samplers.ddim import ddim_step, sample_ddim
 from pixdiff.samplers.ddpm import ddpm_step, posterior, sample_ddpm
+from pixdiff.samplers.deis import sample_deis
+from pixdiff.samplers.dpm_solver import sample_dpm_solver, sample_dpmpp_2s, sample_dpmpp_multistep
+from pixdiff.samplers.euler import sample_euler, sample_euler_ancestral, sample_heun, sample_lms
+from pixdiff.samplers.pndm import sample_plms
+from pixdiff.samplers.sde import sample_sde_pc
+from pixdiff.samplers.unipc import sample_unipc
 
 # Keywords every sampler takes from the caller; the rest are the method's own options.
 COMMON_KEYWORDS = ("cond", "generator", "progress")
@@ -47,6 +54,35 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec(sample_ddpm, stochastic=True),
     "ddpm-large": SamplerSpec(sample_ddpm, stochastic=True, defaults={"variance": "large"}),
     "ddim": SamplerSpec(sample_ddim),
+    # Karras et al. 2022 family, in x~ = x / alpha and sigma~ = sigma / alpha (euler.py)
+    "euler": SamplerSpec(sample_euler),
+    "euler-ancestral": SamplerSpec(sample_euler_ancestral, stochastic=True),
+    "heun": SamplerSpec(sample_heun, nfe_per_step=2),
+    "lms": SamplerSpec(sample_lms),
+    # exponential integrators in lambda = log(alpha / sigma) (dpm_solver.py); multistep ones warm
+    # up with lower orders, so one step suffices for all
+    "dpm-solver-1": SamplerSpec(sample_dpm_solver, defaults={"order": 1}),
+    "dpm-solver-2": SamplerSpec(sample_dpm_solver, nfe_per_step=2, defaults={"order": 2}),
+    "dpm-solver-3": SamplerSpec(sample_dpm_solver, nfe_per_step=3, defaults={"order": 3}),
+    "dpmpp-2s": SamplerSpec(sample_dpmpp_2s, nfe_per_step=2),
+    "dpmpp-2m": SamplerSpec(sample_dpmpp_multistep, defaults={"order": 2}),
+    "dpmpp-3m": SamplerSpec(sample_dpmpp_multistep, defaults={"order": 3}),
+    "dpmpp-2m-sde": SamplerSpec(
+        sample_dpmpp_multistep, stochastic=True, defaults={"order": 2, "eta": 1.0}
+    ),
+    "dpmpp-1-sde": SamplerSpec(
+        sample_dpmpp_multistep, stochastic=True, defaults={"order": 1, "eta": 1.0}
+    ),
+    # multistep solvers with 1 NFE per step (unipc.py, deis.py, pndm.py); lower orders warm up
+    "unipc-bh1": SamplerSpec(sample_unipc, defaults={"variant": "bh1"}),
+    "unipc-bh2": SamplerSpec(sample_unipc, defaults={"variant": "bh2"}),
+    "deis": SamplerSpec(sample_deis),
+    "plms": SamplerSpec(sample_plms),
+    # adaptive dopri5 on the probability-flow ODE (adaptive.py): NFE set by rtol/atol, not by
+    # steps (nfe_per_step is nominal; options={"stats": {}} reports the count)
+    "ode-rk45": SamplerSpec(sample_ode_rk45),
+    # reverse-SDE predictor-corrector (sde.py): 1 + corrector_steps NFE per step (default 1)
+    "sde-pc": SamplerSpec(sample_sde_pc, nfe_per_step=2, stochastic=True),
 }
 
 
@@ -75,4 +111,16 @@ __all__ = [
     "run_steps",
     "sample_ddim",
     "sample_ddpm",
+    "sample_deis",
+    "sample_dpm_solver",
+    "sample_dpmpp_2s",
+    "sample_dpmpp_multistep",
+    "sample_euler",
+    "sample_euler_ancestral",
+    "sample_heun",
+    "sample_lms",
+    "sample_ode_rk45",
+    "sample_plms",
+    "sample_sde_pc",
+    "sample_unipc",
 ]

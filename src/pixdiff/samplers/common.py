@@ -83,3 +83,34 @@ def check_grid(ts: Tensor) -> None:
         raise ValueError("a time grid must be strictly decreasing")
     if ts[0] > 1 or ts[-1] < 0:
         raise ValueError(f"grid times must lie in [0, 1], got [{ts[-1].item()}, {ts[0].item()}]")
+
+
+def half_log_snr(schedule, t: Tensor) -> Tensor:
+    """lambda = log(alpha / sigma) = log_snr / 2, the time variable of the exponential
+    integrators (DPM-Solver, Lu et al. 2022, Sec. 3.1); +inf where sigma = 0 (t = 0 on VP, flow
+    and EDM paths), -inf where alpha = 0 (t = 1 on flow and zero-terminal-SNR paths)."""
+    return schedule.log_snr(t) / 2
+
+
+def scaled_sigma(schedule, t: Tensor) -> Tensor:
+    """sigma~ = sigma / alpha = exp(-log_snr / 2), the noise level of x~ = x / alpha: EDM's sigma on
+    any path (Karras et al. 2022, Sec. 4, Eq. 4 with s(t) = alpha); +inf where alpha = 0."""
+    return schedule.sigma(t) / schedule.alpha(t)
+
+
+def multistep_order(
+    order: int, history: int, i: int, steps: int, s: Tensor, lower_order_final: bool
+) -> int:
+    """The order a multistep solver can use on step i (0-based) of ``steps``, going to time s.
+
+    Lower orders warm up while the history is short. The step to t = 0 is first order: where
+    sigma(0) = 0 its higher-order terms divide by an infinite step, and on clipped schedules
+    (vp-cosine, VE) it is a long step in lambda over which extrapolating x0 overshoots (as
+    diffusers' DPM-Solver++ with final_sigmas_type="zero"). With ``lower_order_final`` and
+    fewer than 10 steps the last steps drop to orders ..., 2, 1 also on grids ending at t > 0
+    (Lu et al. 2022b, official DPM-Solver code, ``steps < 10``).
+    """
+    k = min(order, history)
+    if lower_order_final and steps < 10:
+        k = min(k, steps - i)
+    return 1 if s == 0 else k

@@ -59,8 +59,9 @@ def sample_ddim(
         return run_steps(step, x, ts, progress=progress, desc="ddim")
 
 
-def invert_ddim(denoiser, x0: Tensor, ts: Tensor, *, cond: Cond | None = None,
-                progress: bool = False) -> Tensor:
+def invert_ddim(
+    denoiser, x0: Tensor, ts: Tensor, *, cond: Cond | None = None, progress: bool = False
+) -> Tensor:
     """DDIM inversion: run the deterministic DDIM map backwards, x0 -> x_T (Song et al. 2021,
     Sec. 4.3; Dhariwal & Nichol 2021, App. F).
 
@@ -77,8 +78,12 @@ def invert_ddim(denoiser, x0: Tensor, ts: Tensor, *, cond: Cond | None = None,
     sched = denoiser.schedule
     x = x0
     with torch.no_grad():
-        for s, t in tqdm(list(zip(up[:-1], up[1:], strict=True)), disable=not progress,
-                         desc="ddim-inversion", leave=False):
+        for s, t in tqdm(
+            list(zip(up[:-1], up[1:], strict=True)),
+            disable=not progress,
+            desc="ddim-inversion",
+            leave=False,
+        ):
             d = denoiser(x, t if s == 0 else s, cond)
             x = sched.alpha(t) * d.x0 + sched.sigma(t) * d.eps
     return x

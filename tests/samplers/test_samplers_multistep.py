@@ -1,0 +1,237 @@
+"""UniPC, DEIS, PLMS and the adaptive RK45 ODE solver against the exact probability-flow ODE."""
+
+import numpy as np
+import pytest
+import torch
+
+import pixdiff
+from pixdiff.denoiser import Denoised
+from pixdiff.samplers import SAMPLERS, SamplingError, sample_ddim, sample_ode_rk45
+from pixdiff.samplers.deis import deis_coefficients
+from pixdiff.samplers.unipc import phi_moments
+from pixdiff.sampling import default_spacing
+from pixdiff.schedules import DiscreteSchedule, get_schedule
+from pixdiff.toy import GaussianMixture
+
+GAUSS = GaussianMixture.gaussian([2.0, -1.0], 0.5)
+PATHS = [
+    ("linear", "eps"),
+    ("vp-linear", "eps"),
+    ("vp-cosine", "v"),
+    ("ve", "score"),
+    ("edm", "edm"),
+    ("flow", "flow"),
+]
+MULTISTEP = ["unipc-bh1", "unipc-bh2", "deis", "plms"]
+
+
+class ExactDenoiser:
+    """E[x0 | x_t] for a Gaussian mixture with time kept in float64 (the Denoiser's float32
+    c_noise would floor the oracle near 1e-7 and flatten third-order error curves)."""
+
+    def __init__(self, gm: GaussianMixture, schedule):
+        self.gm, self.schedule, self.calls = gm, schedule, 0
+
+    def __call__(self, x, t, cond=None):
+        self.calls += 1
+        a = self.schedule.alpha(t).reshape(-1, 1).expand(x.shape[0], 1)
+        s = self.schedule.sigma(t).reshape(-1, 1).expand(x.shape[0], 1)
+        x0 = self.gm.posterior_mean(x, a, s)
+        return Denoised(x0, (x - a * x0) / s, None, x0)
+
+
+def log_snr_grid(schedule, steps: int, lam_end: float = 0.7):
+    """steps + 1 times uniform in lambda = log(alpha/sigma) from t_max to lambda = lam_end,
+    an intermediate time (sigma/alpha = 0.5, the data scale): no final jump to t = 0."""
+    lam = torch.linspace(schedule.log_snr(schedule.t_max).item() / 2, lam_end, steps + 1)
+    ts = schedule.t_from_log_snr(2 * lam.double())
+    ts[0] = schedule.t_max
+    return ts
+
+
+def start_and_exact(schedule, ts, n=200):
+    """x_T ~ N(0, sigma_T^2) at ts[0] and the exact ODE solution from it at ts[-1]."""
+    a_T, s_T = schedule.alpha(ts[0]).item(), schedule.sigma(ts[0]).item()
+    x_T = s_T * torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a_end, s_end = schedule.alpha(ts[-1]).item(), schedule.sigma(ts[-1]).item()
+    return x_T, GAUSS.ode_map_gaussian(x_T, a_T, s_T, alpha_to=a_end, sigma_to=s_end)
+
+
+def ode_error(name: str, options: dict, schedule, steps: int) -> float:
+    ts = log_snr_grid(schedule, steps)
+    x_T, exact = start_and_exact(schedule, ts)
+    x = SAMPLERS[name].bind(options)(ExactDenoiser(GAUSS, schedule), x_T, ts)
+    return (x - exact).abs().max().item()
+
+
+LOW, HIGH, LATE = (32, 64, 128), (64, 128, 256), (256, 512, 1024)
+# (sampler, options, global order, step counts). UniC lifts UniP-p to order p + 1 (Zhao et al.
+# 2023, Thm. 3.2). PLMS is order 2: its Adams-Bashforth weights assume equal steps in the
+# integration variable, but the DDIM transfer integrates in sigma/alpha, not in the grid's
+# lambda (an O(h^3) mismatch per step). Warm-up steps of lower order sit at high noise, where
+# x0 and eps barely move, so they do not show. unipc-bh2 order 2 has a small leading error
+# constant and reaches its asymptotic slope only past ~256 steps.
+ORDER_CASES = [
+    ("unipc-bh1", {"order": 1}, 2, LOW),
+    ("unipc-bh1", {"order": 2}, 3, HIGH),
+    ("unipc-bh1", {"order": 3}, 4, HIGH),
+    ("unipc-bh2", {"order": 1}, 2, LOW),
+    ("unipc-bh2", {"order": 2}, 3, LATE),
+    ("unipc-bh1", {"order": 3, "corrector": False}, 3, HIGH),
+    ("deis", {"order": 1}, 1, LOW),
+    ("deis", {"order": 2}, 2, LOW),
+    ("deis", {"order": 3}, 3, HIGH),
+    ("plms", {}, 2, LOW),
+]
+
+
+# every case on EDM and vp-cosine, except the slow-to-converge LATE case, run on EDM only
+SCHEDULED_CASES = [
+    (sched, *case)
+    for sched in ("edm", "vp-cosine")
+    for case in ORDER_CASES
+    if not (sched == "vp-cosine" and case[3] == LATE)
+]
+
+
+@pytest.mark.parametrize(
+    ("schedule_name", "name", "options", "order", "steps"),
+    SCHEDULED_CASES,
+    ids=[f"{c[0]}-{c[1]}-{'-'.join(f'{k}{v}' for k, v in c[2].items())}" for c in SCHEDULED_CASES],
+)
+def test_error_falls_at_the_methods_order(schedule_name, name, options, order, steps):
+    """Log-log slope of the max error at t_end > 0 against the number of steps (float64)."""
+    errs = [ode_error(name, options, get_schedule(schedule_name), n) for n in steps]
+    slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
+    assert abs(slope - order) < 0.3, (errs, slope)
+
+
+@pytest.mark.parametrize(("schedule_name", "prediction"), PATHS)
+def test_first_order_forms_are_ddim(schedule_name, prediction):
+    """DEIS order 1, UniP-1 (no corrector) and PLMS's first step are DDIM written three ways,
+    including the zero-SNR start of the flow path and the final step to t = 0."""
+    schedule = get_schedule(schedule_name)
+    d = GAUSS.denoiser(schedule, prediction)
+    ts = pixdiff.time_grid(schedule, 12, spacing=default_spacing(schedule))
+    x_T = schedule.prior_std() * torch.randn(64, 2, dtype=torch.float64)
+    ref = sample_ddim(d, x_T, ts)
+    x = SAMPLERS["deis"].bind({"order": 1})(d, x_T, ts)
+    torch.testing.assert_close(x, ref, rtol=1e-12, atol=1e-12)
+    for name in ("unipc-bh1", "unipc-bh2"):
+        x = SAMPLERS[name].bind({"order": 1, "corrector": False})(d, x_T, ts)
+        torch.testing.assert_close(x, ref, rtol=1e-12, atol=1e-12 * schedule.prior_std())
+    x = SAMPLERS["plms"].bind(None)(d, x_T, ts[:2])
+    torch.testing.assert_close(x, sample_ddim(d, x_T, ts[:2]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("schedule_name", "prediction"), [*PATHS, ("zero-snr", "v")])
+def test_every_path_lands_near_the_ode_solution(schedule_name, prediction):
+    """Each sampler (default options) on each path down to t = 0 (sigma = 0, or the clipped
+    sigma(0) of vp-cosine and VE; from zero SNR on flow and zero-terminal-SNR), through the
+    full Denoiser chain, lands near the exact ODE endpoint. ode-rk45 cannot start where the
+    velocity is infinite (zero-terminal-SNR at t = 1) and says so."""
+    if schedule_name == "zero-snr":
+        schedule = DiscreteSchedule(zero_terminal_snr=True)
+    else:
+        schedule = get_schedule(schedule_name)
+    d = GAUSS.denoiser(schedule, prediction)
+    finite = schedule_name not in ("flow", "zero-snr")
+    ts = pixdiff.time_grid(schedule, 30, spacing="log-snr" if finite else "trailing")
+    gen = torch.Generator().manual_seed(0)
+    x_T = schedule.prior_std() * torch.randn(64, 2, generator=gen, dtype=torch.float64)
+    a_T, s_T = schedule.alpha(ts[0]).item(), schedule.sigma(ts[0]).item()
+    a_0, s_0 = schedule.alpha(0.0).item(), schedule.sigma(0.0).item()
+    exact = GAUSS.ode_map_gaussian(x_T, a_T, s_T, alpha_to=a_0, sigma_to=s_0)
+    names = MULTISTEP if schedule_name == "zero-snr" else [*MULTISTEP, "ode-rk45"]
+    for name in names:
+        err = (SAMPLERS[name].bind(None)(d, x_T, ts) - exact).abs().max().item()
+        # about dpmpp-2m's error: 30 steps, the last one first order
+        assert err < (2e-3 if name == "ode-rk45" else 0.05), (name, err)
+    if schedule_name == "zero-snr":  # alpha = sqrt(alpha_bar) has alpha' = -inf at t = 1
+        with pytest.raises(SamplingError, match="velocity dx/dt is not finite at t=1"):
+            sample_ode_rk45(d, x_T, ts)
+
+
+@pytest.mark.parametrize("name", MULTISTEP)
+def test_one_network_evaluation_per_step(name):
+    schedule = get_schedule("edm")
+    for ts in (log_snr_grid(schedule, 7), pixdiff.time_grid(schedule, 7)):
+        d = ExactDenoiser(GAUSS, schedule)
+        SAMPLERS[name].bind(None)(d, torch.randn(4, 2, dtype=torch.float64), ts)
+        assert d.calls == 7 * SAMPLERS[name].nfe_per_step
+
+
+def test_coefficients_against_closed_forms():
+    """J_n(h) = h^{n+1} phi_{n+1}(-h) on both sides of the series/recursion switch at h = 1,
+    and DEIS's two-point weight C_1/rho_t = (e^{-h} - 1 + h)/h1 (linear eps in lambda)."""
+    for h in (0.3, 0.999, 1.001, 2.5):
+        J = phi_moments(h, 3)
+        em = np.exp(-h)
+        exact = [1 - em, em - 1 + h, 1 - em - h + h**2 / 2, em - 1 + h - h**2 / 2 + h**3 / 6]
+        np.testing.assert_allclose(J, exact, rtol=1e-12)
+        (w,) = deis_coefficients(0.0, h, [-0.4])
+        # eps_0 + (eps_1 - eps_0)(-u/0.4): weight of eps_1 is -int_0^h (-u/0.4) e^{-u} du
+        np.testing.assert_allclose(w, (1 - em * (1 + h)) / 0.4, rtol=1e-12)
+    assert phi_moments(float("inf"), 0) == [1.0]
+
+
+def test_bad_options():
+    d = GAUSS.denoiser(get_schedule("linear"))
+    for name, options, match in [
+        ("unipc-bh1", {"order": 4}, "order must be 1, 2 or 3"),
+        ("unipc-bh1", {"variant": "bh3"}, "unknown UniPC variant"),
+        ("deis", {"order": 0}, "order must be 1, 2 or 3"),
+        ("ode-rk45", {"rtol": 0.0}, "need rtol, atol > 0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            pixdiff.sample(d, (2, 2), sampler=name, steps=5, options=options)
+
+
+# ----------------------------------------------------------------------------- ode-rk45
+
+
+@pytest.mark.parametrize("schedule_name", ["edm", "vp-cosine", "flow"])
+def test_rk45_meets_its_tolerance(schedule_name):
+    """The adaptive solve from t_max to t_end > 0 lands on the exact solution to within a
+    small multiple of the tolerance; tightening the tolerance costs more NFE and gains
+    accuracy."""
+    schedule = get_schedule(schedule_name)
+    t_end = schedule.t_from_log_snr(torch.tensor(1.4, dtype=torch.float64))
+    ts = torch.stack([torch.tensor(schedule.t_max).double(), t_end])  # only the ends matter
+    x_T, exact = start_and_exact(schedule, ts)
+    scale = exact.abs().max().item()
+    nfes, errs = [], []
+    for tol in (1e-4, 1e-7):
+        stats: dict = {}
+        d = ExactDenoiser(GAUSS, schedule)
+        x = sample_ode_rk45(d, x_T, ts, rtol=tol, atol=tol, stats=stats)
+        nfes.append(stats["nfe"])
+        errs.append((x - exact).abs().max().item())
+        assert stats["nfe"] == d.calls
+        assert errs[-1] < 30 * tol * scale, (tol, errs[-1], stats)
+    assert nfes[1] > nfes[0] and errs[1] < errs[0] / 100, (nfes, errs)
+
+
+def test_rk45_to_t0_takes_a_final_x0_step():
+    """On a grid ending at sigma = 0 the solve stops at ts[-2] (here EDM's sigma_min) and the
+    last evaluation returns x0; the steps in between are ignored."""
+    schedule = get_schedule("edm")
+    x_T = 80 * torch.randn(100, 2, generator=torch.Generator().manual_seed(1)).double()
+    exact = GAUSS.ode_map_gaussian(x_T, 1.0, 80.0)
+    xs = []
+    for steps in (2, 40):
+        stats: dict = {}
+        ts = pixdiff.time_grid(schedule, steps)
+        xs.append(sample_ode_rk45(ExactDenoiser(GAUSS, schedule), x_T, ts, stats=stats))
+        assert (xs[-1] - exact).abs().max() < 1e-3
+    torch.testing.assert_close(xs[0], xs[1], rtol=0, atol=1e-12)
+
+
+def test_rk45_max_nfe_raises():
+    d = GAUSS.denoiser(get_schedule("vp-cosine"), "v")
+    stats: dict = {}
+    with pytest.raises(SamplingError, match="max_nfe=5 .*raise max_nfe or loosen rtol"):
+        pixdiff.sample(
+            d, (4, 2), sampler="ode-rk45", steps=1, options={"max_nfe": 5, "stats": stats}
+        )
+    assert stats["nfe"] == 5
