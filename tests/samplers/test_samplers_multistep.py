@@ -3,17 +3,15 @@
 import numpy as np
 import pytest
 import torch
+from order_oracle import GAUSS, log_snr_grid, ode_error, start_and_exact
 
 import pixdiff
-from pixdiff.denoiser import Denoised
 from pixdiff.samplers import SAMPLERS, SamplingError, sample_ddim, sample_ode_rk45
 from pixdiff.samplers.deis import deis_coefficients
 from pixdiff.samplers.unipc import phi_moments
 from pixdiff.sampling import default_spacing
 from pixdiff.schedules import DiscreteSchedule, get_schedule
-from pixdiff.toy import GaussianMixture
 
-GAUSS = GaussianMixture.gaussian([2.0, -1.0], 0.5)
 PATHS = [
     ("linear", "eps"),
     ("vp-linear", "eps"),
@@ -23,45 +21,6 @@ PATHS = [
     ("flow", "flow"),
 ]
 MULTISTEP = ["unipc-bh1", "unipc-bh2", "deis", "plms"]
-
-
-class ExactDenoiser:
-    """E[x0 | x_t] for a Gaussian mixture with time kept in float64 (the Denoiser's float32
-    c_noise would floor the oracle near 1e-7 and flatten third-order error curves)."""
-
-    def __init__(self, gm: GaussianMixture, schedule):
-        self.gm, self.schedule, self.calls = gm, schedule, 0
-
-    def __call__(self, x, t, cond=None):
-        self.calls += 1
-        a = self.schedule.alpha(t).reshape(-1, 1).expand(x.shape[0], 1)
-        s = self.schedule.sigma(t).reshape(-1, 1).expand(x.shape[0], 1)
-        x0 = self.gm.posterior_mean(x, a, s)
-        return Denoised(x0, (x - a * x0) / s, None, x0)
-
-
-def log_snr_grid(schedule, steps: int, lam_end: float = 0.7):
-    """steps + 1 times uniform in lambda = log(alpha/sigma) from t_max to lambda = lam_end,
-    an intermediate time (sigma/alpha = 0.5, the data scale): no final jump to t = 0."""
-    lam = torch.linspace(schedule.log_snr(schedule.t_max).item() / 2, lam_end, steps + 1)
-    ts = schedule.t_from_log_snr(2 * lam.double())
-    ts[0] = schedule.t_max
-    return ts
-
-
-def start_and_exact(schedule, ts, n=200):
-    """x_T ~ N(0, sigma_T^2) at ts[0] and the exact ODE solution from it at ts[-1]."""
-    a_T, s_T = schedule.alpha(ts[0]).item(), schedule.sigma(ts[0]).item()
-    x_T = s_T * torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    a_end, s_end = schedule.alpha(ts[-1]).item(), schedule.sigma(ts[-1]).item()
-    return x_T, GAUSS.ode_map_gaussian(x_T, a_T, s_T, alpha_to=a_end, sigma_to=s_end)
-
-
-def ode_error(name: str, options: dict, schedule, steps: int) -> float:
-    ts = log_snr_grid(schedule, steps)
-    x_T, exact = start_and_exact(schedule, ts)
-    x = SAMPLERS[name].bind(options)(ExactDenoiser(GAUSS, schedule), x_T, ts)
-    return (x - exact).abs().max().item()
 
 
 LOW, HIGH, LATE = (32, 64, 128), (64, 128, 256), (256, 512, 1024)
@@ -156,7 +115,7 @@ def test_every_path_lands_near_the_ode_solution(schedule_name, prediction):
 def test_one_network_evaluation_per_step(name):
     schedule = get_schedule("edm")
     for ts in (log_snr_grid(schedule, 7), pixdiff.time_grid(schedule, 7)):
-        d = ExactDenoiser(GAUSS, schedule)
+        d = GAUSS.exact_denoiser(schedule)
         SAMPLERS[name].bind(None)(d, torch.randn(4, 2, dtype=torch.float64), ts)
         assert d.calls == 7 * SAMPLERS[name].nfe_per_step
 
@@ -203,7 +162,7 @@ def test_rk45_meets_its_tolerance(schedule_name):
     nfes, errs = [], []
     for tol in (1e-4, 1e-7):
         stats: dict = {}
-        d = ExactDenoiser(GAUSS, schedule)
+        d = GAUSS.exact_denoiser(schedule)
         x = sample_ode_rk45(d, x_T, ts, rtol=tol, atol=tol, stats=stats)
         nfes.append(stats["nfe"])
         errs.append((x - exact).abs().max().item())
@@ -222,7 +181,7 @@ def test_rk45_to_t0_takes_a_final_x0_step():
     for steps in (2, 40):
         stats: dict = {}
         ts = pixdiff.time_grid(schedule, steps)
-        xs.append(sample_ode_rk45(ExactDenoiser(GAUSS, schedule), x_T, ts, stats=stats))
+        xs.append(sample_ode_rk45(GAUSS.exact_denoiser(schedule), x_T, ts, stats=stats))
         assert (xs[-1] - exact).abs().max() < 1e-3
     torch.testing.assert_close(xs[0], xs[1], rtol=0, atol=1e-12)
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from order_oracle import GAUSS, CountingDenoiser, log_snr_grid, ode_error
 
 import pixdiff
-from pixdiff.denoiser import Denoised
 from pixdiff.samplers import SAMPLERS, SamplerSpec, sample_ddim
 from pixdiff.samplers.dpm_solver import dpmpp_update
 from pixdiff.samplers.euler import lms_coefficients
@@ -13,7 +13,6 @@ from pixdiff.sampling import default_spacing
 from pixdiff.schedules import get_schedule
 from pixdiff.toy import GaussianMixture
 
-GAUSS = GaussianMixture.gaussian([2.0, -1.0], 0.5)
 MIXTURE = GaussianMixture(
     torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=torch.float64),
     torch.tensor([0.3, 0.5], dtype=torch.float64),
@@ -28,43 +27,6 @@ PATHS = [
     ("edm", "edm"),
     ("flow", "flow"),
 ]
-
-
-class ExactDenoiser:
-    """E[x0 | x_t] for a Gaussian mixture, in float64 end to end.
-
-    The Denoiser feeds its net a float32 c_noise, which limits the oracle to ~1e-7 and would
-    flatten the error curves of third-order methods; this stand-in keeps time in float64."""
-
-    def __init__(self, gm: GaussianMixture, schedule):
-        self.gm, self.schedule = gm, schedule
-
-    def __call__(self, x, t, cond=None):
-        a = self.schedule.alpha(t).reshape(-1, 1).expand(x.shape[0], 1)
-        s = self.schedule.sigma(t).reshape(-1, 1).expand(x.shape[0], 1)
-        x0 = self.gm.posterior_mean(x, a, s)
-        return Denoised(x0, (x - a * x0) / s, None, x0)
-
-
-def log_snr_grid(schedule, steps: int, lam_end: float = 0.7):
-    """steps + 1 times uniform in lambda = log(alpha/sigma) from t_max to lambda = lam_end > 0
-    (sigma/alpha = 0.5, the data scale), so the last step is an ordinary one."""
-    lam = torch.linspace(schedule.log_snr(schedule.t_max).item() / 2, lam_end, steps + 1)
-    ts = schedule.t_from_log_snr(2 * lam.double())
-    ts[0] = schedule.t_max
-    return ts
-
-
-def ode_error(name: str, options: dict, schedule, steps: int, n: int = 200) -> float:
-    """Max |sampler - exact ODE solution| at the grid's end time, from the same x_T."""
-    ts = log_snr_grid(schedule, steps)
-    a_T, s_T = schedule.alpha(ts[0]).item(), schedule.sigma(ts[0]).item()
-    gen = torch.Generator().manual_seed(0)
-    x_T = s_T * torch.randn(n, 2, generator=gen, dtype=torch.float64)
-    x = SAMPLERS[name].bind(options)(ExactDenoiser(GAUSS, schedule), x_T, ts)
-    a_end, s_end = schedule.alpha(ts[-1]).item(), schedule.sigma(ts[-1]).item()
-    exact = GAUSS.ode_map_gaussian(x_T, a_T, s_T, alpha_to=a_end, sigma_to=s_end)
-    return (x - exact).abs().max().item()
 
 
 FIRST, SECOND, HIGH = (20, 40, 80), (40, 80, 160), (50, 100, 200)
@@ -161,21 +123,12 @@ def test_every_path_lands_near_the_ode_solution(schedule_name, prediction):
     assert all(err < (0.25 if n in first_order else 0.08) for n, err in errs.items()), errs
 
 
-class CountingDenoiser:
-    def __init__(self, denoiser):
-        self.denoiser, self.schedule, self.calls = denoiser, denoiser.schedule, 0
-
-    def __call__(self, x, t, cond=None):
-        self.calls += 1
-        return self.denoiser(x, t, cond)
-
-
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_nfe_per_step_is_honest(name):
     """nfe_per_step NFE on every step of a grid ending at t > 0; on a grid ending at t = 0
     the singlestep methods spend 1 on the last step (a first-order step to sigma = 0)."""
     spec, schedule = SAMPLERS[name], get_schedule("edm")
-    d = CountingDenoiser(ExactDenoiser(GAUSS, schedule))
+    d = CountingDenoiser(GAUSS.exact_denoiser(schedule))
     spec.bind(None)(d, torch.randn(4, 2, dtype=torch.float64), log_snr_grid(schedule, 6))
     assert d.calls == 6 * spec.nfe_per_step
     d.calls = 0

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from order_oracle import CountingDenoiser
 
 import pixdiff
 from pixdiff.samplers import SAMPLERS, sample_sde_pc
@@ -55,15 +56,6 @@ def test_pc_recovers_mixture_mode_weights():
     for k, std in enumerate((0.3, 0.5)):  # samples sit inside their modes, at their widths
         spread = x[mode == k].std(0)
         assert (spread - std).abs().max() < 0.05, (k, spread)
-
-
-class CountingDenoiser:
-    def __init__(self, denoiser):
-        self.denoiser, self.schedule, self.calls = denoiser, denoiser.schedule, 0
-
-    def __call__(self, x, t, cond=None):
-        self.calls += 1
-        return self.denoiser(x, t, cond)
 
 
 @pytest.mark.parametrize("corrector_steps", [0, 1, 2])
