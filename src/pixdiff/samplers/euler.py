@@ -83,6 +83,9 @@ def churn(
     return schedule.alpha(t_hat) * x_hat, t_hat
 
 
+HEUN_MAX_RATIO = 10.0
+
+
 def heun_step(
     denoiser,
     x: Tensor,
@@ -95,8 +98,13 @@ def heun_step(
     generator: Generators = None,
 ) -> Tensor:
     """One step of Karras et al. 2022, Alg. 2 (Alg. 1 when gamma = 0) in x~ = x / alpha:
-    churn to sigma~_hat, Euler to sigma~_s, then the trapezoidal (Heun) correction, skipped on a
-    step to sigma~ = 0 or from sigma~ = inf (there it is Euler, 1 NFE)."""
+    churn to sigma~_hat, Euler to sigma~_s, then the trapezoidal (Heun) correction.
+
+    The correction is skipped (an Euler step, 1 NFE) on a step to sigma~ = 0, from sigma~ = inf,
+    and on a step that shrinks sigma~ more than HEUN_MAX_RATIO-fold: there the trapezoid adds
+    (sigma~_hat / sigma~_s) / 2 times the change of the x0 estimate, amplifying it a hundredfold
+    on the first step of a trailing grid on a VP schedule (sigma~ from ~1e4 to ~1e1). EDM's
+    Karras grids shrink sigma~ by 1.4-2.5x per step and are unaffected."""
     sched = denoiser.schedule
     if gamma > 0:
         x, t = churn(sched, x, t, gamma, s_noise, generator)
@@ -104,7 +112,7 @@ def heun_step(
     sigma_hat, sigma_s = scaled_sigma(sched, t), scaled_sigma(sched, s)
     den = denoiser(x, t, cond)
     x_s = euler_scaled(x, den, a_t, sigma_hat, sigma_s)
-    if sigma_s == 0 or torch.isinf(sigma_hat):
+    if sigma_s == 0 or torch.isinf(sigma_hat) or sigma_hat > HEUN_MAX_RATIO * sigma_s:
         return a_s * x_s
     d_s = denoiser(a_s * x_s, s, cond).eps  # d' at (x~_s, sigma~_s), Alg. 2 line 8
     return a_s * (x / a_t + (sigma_s - sigma_hat) * (den.eps + d_s) / 2)
