@@ -16,8 +16,6 @@ Loading never executes code: safetensors holds only tensors and string metadata.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from pixdiff.denoiser import Denoiser
+from pixdiff.files import atomic_write
 from pixdiff.nets import DiTConfig, UNetConfig, build_net
 from pixdiff.schedules import schedule_from_dict
 
@@ -45,34 +44,6 @@ class CheckpointError(ValueError):
 
 
 # ----------------------------------------------------------------------------- atomic files
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write bytes to ``path`` via a temp file in the same directory, fsync, rename, fsync dir."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_tensors(

@@ -9,8 +9,8 @@ from pathlib import Path
 from PIL import Image
 from torch import Tensor
 
-from pixdiff.checkpoint import atomic_write
 from pixdiff.data.dataset import from_model_space
+from pixdiff.files import atomic_write
 
 
 def make_grid(images: Tensor, *, nrow: int | None = None, pad: int = 2) -> Tensor:

@@ -15,9 +15,8 @@ on white, centred in a square and resized with LANCZOS. The result is cached as 
 
 from __future__ import annotations
 
-import os
+import io
 import struct
-import tempfile
 import unicodedata
 import warnings
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
+
+from pixdiff.files import atomic_write
 
 from .dataset import ImageSet, default_cache_dir
 
@@ -200,19 +201,12 @@ def _fingerprint(font_path: Path) -> str:
 
 def save_cache(path: Path, data: ImageSet, *, fingerprint: str) -> None:
     """Write images and captions to ``path`` atomically (temp file in the same folder + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(
-                f, images=data.images.numpy(), captions=np.array(data.captions, dtype=str),
-                fingerprint=np.array(fingerprint),
-            )  # fmt: skip
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is not secret
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf, images=data.images.numpy(), captions=np.array(data.captions, dtype=str),
+        fingerprint=np.array(fingerprint),
+    )  # fmt: skip
+    atomic_write(path, buf.getvalue())
 
 
 def read_cache(path: Path, *, fingerprint: str | None = None) -> ImageSet | None:
