@@ -154,7 +154,7 @@ class ExactDenoiser:
 
     def __call__(self, x: Tensor, t: Tensor, cond=None) -> Denoised:
         self.calls += 1
-        a = self.schedule.alpha(t).reshape(-1, 1).expand(x.shape[0], 1)
-        s = self.schedule.sigma(t).reshape(-1, 1).expand(x.shape[0], 1)
-        x0 = self.gm.posterior_mean(x, a, s)
-        return Denoised(x0, (x - a * x0) / s, None, x0)
+        c = self.schedule.coefs(t, x.dim())
+        n = x.shape[0]
+        x0 = self.gm.posterior_mean(x, c.alpha.expand(n, 1), c.sigma.expand(n, 1))
+        return Denoised(x0, eps_from_x0(x, x0, c), None, x0)

@@ -5,7 +5,17 @@ import torch
 from pixdiff.samplers import SAMPLERS
 from pixdiff.toy import GaussianMixture
 
-GAUSS = GaussianMixture.gaussian([2.0, -1.0], 0.5)
+MU, S = [2.0, -1.0], 0.5
+GAUSS = GaussianMixture.gaussian(MU, S)
+# (schedule, prediction) pairs covering every kind of path
+PATHS = [
+    ("linear", "eps"),
+    ("vp-linear", "eps"),
+    ("vp-cosine", "v"),
+    ("ve", "score"),
+    ("edm", "edm"),
+    ("flow", "flow"),
+]
 
 
 def log_snr_grid(schedule, steps: int, lam_end: float = 0.7):

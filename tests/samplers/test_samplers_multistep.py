@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from order_oracle import GAUSS, log_snr_grid, ode_error, start_and_exact
+from order_oracle import GAUSS, PATHS, log_snr_grid, ode_error, start_and_exact
 
 import pixdiff
 from pixdiff.samplers import SAMPLERS, SamplingError, sample_ddim, sample_ode_rk45
@@ -12,14 +12,6 @@ from pixdiff.samplers.unipc import phi_moments
 from pixdiff.sampling import default_spacing
 from pixdiff.schedules import DiscreteSchedule, get_schedule
 
-PATHS = [
-    ("linear", "eps"),
-    ("vp-linear", "eps"),
-    ("vp-cosine", "v"),
-    ("ve", "score"),
-    ("edm", "edm"),
-    ("flow", "flow"),
-]
 MULTISTEP = ["unipc-bh1", "unipc-bh2", "deis", "plms"]
 
 

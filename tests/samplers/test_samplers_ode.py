@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from order_oracle import GAUSS, CountingDenoiser, log_snr_grid, ode_error
+from order_oracle import GAUSS, PATHS, CountingDenoiser, log_snr_grid, ode_error
 
 import pixdiff
 from pixdiff.samplers import SAMPLERS, SamplerSpec, sample_ddim
@@ -18,15 +18,6 @@ MIXTURE = GaussianMixture(
     torch.tensor([0.3, 0.5], dtype=torch.float64),
     torch.tensor([0.25, 0.75], dtype=torch.float64),
 )
-# (schedule, prediction) pairs covering every kind of path
-PATHS = [
-    ("linear", "eps"),
-    ("vp-linear", "eps"),
-    ("vp-cosine", "v"),
-    ("ve", "score"),
-    ("edm", "edm"),
-    ("flow", "flow"),
-]
 
 
 FIRST, SECOND, HIGH = (20, 40, 80), (40, 80, 160), (50, 100, 200)

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from order_oracle import GAUSS, MU, S
 
 import pixdiff
 from pixdiff.samplers import SAMPLERS, sample_ddpm
@@ -12,8 +13,6 @@ from pixdiff.sampling import default_spacing
 from pixdiff.schedules import get_schedule
 from pixdiff.toy import GaussianMixture
 
-MU, S = [2.0, -1.0], 0.5
-GAUSS = GaussianMixture.gaussian(MU, S)
 MIXTURE = GaussianMixture(
     torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=torch.float64),
     torch.tensor([0.3, 0.5], dtype=torch.float64),
