@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from PIL import Image
 
 from pixdiff.checkpoint import read_tensors
 from pixdiff.config import FORMULATIONS, DiffusionConfig, TrainConfig, apply_overrides
@@ -102,8 +103,6 @@ def test_lr_warmup_then_cosine():
 
 @pytest.fixture
 def folder(tmp_path):
-    from PIL import Image
-
     root = tmp_path / "imgs"
     root.mkdir()
     for i in range(8):
@@ -156,5 +155,8 @@ def test_presets_and_formulations_train_through_the_same_path(folder, tmp_path, 
     )
     if net == "dit-tiny":
         cfg = apply_overrides(cfg, ['model.overrides={"patch_size": 2}'])
+    cfg = apply_overrides(cfg, ["run.sample_every=2"])
     run = trainer.train(cfg, tmp_path / "run", progress=False)
     assert read_tensors(run / "ema.safetensors")[1]["step"] == "2"
+    grid = Image.open(run / "samples" / "step_0000002.png")  # 8x8 grid of 8px images, 2x scale
+    assert grid.size == (2 * (8 * 10 + 2), 2 * (8 * 10 + 2))

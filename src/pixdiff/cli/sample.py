@@ -9,7 +9,7 @@ import torch
 
 from pixdiff.checkpoint import LoadedModel, load
 from pixdiff.images import make_grid, save_gif, save_png
-from pixdiff.pipelines.generate import TrajectoryRecorder, generate
+from pixdiff.pipelines.generate import TrajectoryRecorder, class_grid, generate
 from pixdiff.samplers import SAMPLERS
 from pixdiff.sampling import steps_for_nfe
 from pixdiff.timesteps import SPACINGS
@@ -167,19 +167,14 @@ def write_samples(x: torch.Tensor, out: Path, *, nrow: int | None = None) -> lis
 def run_demo(args) -> int:
     """One row per class from the shipped model (guided, 50 DDIM steps)."""
     model = load_model(None, ema=True, device="cpu")
-    k = model.num_classes
-    per_class = 8
-    labels = torch.arange(k).repeat_interleave(per_class)
-    x = generate(
+    k, per_class = model.num_classes, 8
+    x = class_grid(
         model.denoiser,
         model.image_shape,
-        n=k * per_class,
-        labels=labels,
         num_classes=k,
+        per_row=per_class,
+        max_rows=k,
         guidance=model.config["train"]["sample"]["guidance"],
-        steps=50,
-        seed=0,
-        batch_size=100,
         progress=True,
     )
     grid = write_samples(x, Path(args.out), nrow=per_class)[0]

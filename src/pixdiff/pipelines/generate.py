@@ -112,3 +112,36 @@ def generate(
         )
         out.append(x.cpu())
     return torch.cat(out)
+
+
+def class_grid(
+    denoiser: nn.Module,
+    image_shape: Sequence[int],
+    *,
+    num_classes: int,
+    guidance: float,
+    per_row: int = 8,
+    max_rows: int = 10,
+    steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 100,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> Tensor:
+    """Samples for a grid of ``per_row`` columns: one row per class (the first ``max_rows``
+    classes, guided), or a per_row x per_row grid from an unconditional model."""
+    rows = min(num_classes, max_rows) if num_classes else per_row
+    labels = torch.arange(rows).repeat_interleave(per_row) if num_classes else None
+    return generate(
+        denoiser,
+        image_shape,
+        n=rows * per_row,
+        labels=labels,
+        num_classes=num_classes,
+        guidance=guidance if num_classes else 1.0,
+        steps=steps,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )

@@ -41,7 +41,7 @@ from pixdiff.data import ImageSet, batches, load_dataset
 from pixdiff.denoiser import Denoiser
 from pixdiff.images import make_grid, save_png
 from pixdiff.nets import UNetConfig, build_net, preset
-from pixdiff.pipelines.generate import generate
+from pixdiff.pipelines.generate import class_grid
 from pixdiff.schedules import schedule_from_dict
 from pixdiff.training.ema import EMA as EMAWeights
 from pixdiff.training.losses import diffusion_loss, drop_labels
@@ -216,23 +216,16 @@ class CSVLog:
 
 def sample_grid(denoiser: Denoiser, cfg: TrainConfig, path: Path, device) -> None:
     """A grid from the EMA weights: one row per class (up to 10) or an 8x8 grid."""
-    net_cfg = denoiser.net.config
-    class_count, per_row = net_cfg.num_classes, 8
-    rows = min(class_count, 10) if class_count else 8
-    labels = torch.arange(rows).repeat_interleave(per_row) if class_count else None
-    shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
-    x = generate(
+    c = denoiser.net.config
+    x = class_grid(
         denoiser,
-        shape,
-        n=rows * per_row,
-        labels=labels,
-        num_classes=class_count,
-        guidance=cfg.sample.guidance if class_count else 1.0,
+        (c.in_channels, c.image_size, c.image_size),
+        num_classes=c.num_classes,
+        guidance=cfg.sample.guidance,
         steps=25,
-        seed=0,
         device=device,
     )
-    save_png(make_grid(x.clamp(-1, 1), nrow=per_row), path, scale=2)
+    save_png(make_grid(x.clamp(-1, 1), nrow=8), path, scale=2)
 
 
 # ----------------------------------------------------------------------------- the loop
