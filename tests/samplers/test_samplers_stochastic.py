@@ -93,3 +93,43 @@ def test_samples_do_not_depend_on_batch_size(name):
     torch.testing.assert_close(big[2:4], small)
     heun = pixdiff.sample(d, (6, 2), sampler="heun", steps=10, seed=7, options={"s_churn": 5.0})
     assert heun.isfinite().all()
+
+
+class _WithVariance:
+    """An oracle network that also outputs a constant variance channel v (learn_sigma)."""
+
+    def __init__(self, net, v: float):
+        self.net, self.v = net, v
+
+    def __call__(self, x_in, c_noise):
+        out = self.net(x_in, c_noise)
+        return torch.cat([out, torch.full_like(out, self.v)], dim=1)
+
+
+@pytest.mark.parametrize(("v", "fixed"), [(-1.0, "small"), (1.0, "large")])
+def test_learned_variance_interpolates_between_the_fixed_ones(v, fixed):
+    """v = -1 is beta~ and v = +1 is beta (Nichol & Dhariwal 2021, Eq. 15): the learned-variance
+    sampler then draws exactly what the fixed-variance one draws from the same noise."""
+    schedule = get_schedule("linear")
+    plain = GAUSS.denoiser(schedule, "eps")
+    learned = pixdiff.Denoiser(_WithVariance(plain.net, v), schedule, "eps", learn_sigma=True)
+    ts = pixdiff.time_grid(schedule, 20, spacing="trailing")
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    draws = [
+        SAMPLERS[name].bind(None)(d, x_T, ts, generator=torch.Generator().manual_seed(1))
+        for name, d in (
+            ("ddpm-learned", learned),
+            (f"ddpm-{fixed}" if fixed == "large" else "ddpm", plain),
+        )
+    ]
+    torch.testing.assert_close(draws[0], draws[1], rtol=1e-10, atol=1e-10)
+
+
+def test_learned_variance_in_between_and_refused_without_it():
+    x = torch.zeros(3)
+    small, large = torch.tensor(0.01).log(), torch.tensor(0.04).log()
+    log_var = pixdiff.samplers.learned_log_variance(x, small, large)  # v = 0: the geometric mean
+    torch.testing.assert_close(log_var.exp(), torch.full((3,), 0.02))
+    d = GAUSS.denoiser(get_schedule("linear"), "eps")
+    with pytest.raises(ValueError, match="needs a model that predicts its variance"):
+        pixdiff.sample(d, (2, 2), sampler="ddpm-learned", steps=5)

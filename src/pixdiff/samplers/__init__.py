@@ -13,7 +13,7 @@ from functools import partial
 from pixdiff.samplers.adaptive import sample_ode_rk45
 from pixdiff.samplers.common import SamplingError, per_sample_generators, randn, run_steps
 from pixdiff.samplers.ddim import ddim_step, sample_ddim
-from pixdiff.samplers.ddpm import ddpm_step, posterior, sample_ddpm
+from pixdiff.samplers.ddpm import ddpm_step, learned_log_variance, posterior, sample_ddpm
 from pixdiff.samplers.deis import sample_deis
 from pixdiff.samplers.dpm_solver import sample_dpm_solver, sample_dpmpp_2s, sample_dpmpp_multistep
 from pixdiff.samplers.euler import sample_euler, sample_euler_ancestral, sample_heun, sample_lms
@@ -53,6 +53,7 @@ class SamplerSpec:
 SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec(sample_ddpm, stochastic=True),
     "ddpm-large": SamplerSpec(sample_ddpm, stochastic=True, defaults={"variance": "large"}),
+    "ddpm-learned": SamplerSpec(sample_ddpm, stochastic=True, defaults={"variance": "learned"}),
     "ddim": SamplerSpec(sample_ddim),
     # Karras et al. 2022 family, in x~ = x / alpha and sigma~ = sigma / alpha (euler.py)
     "euler": SamplerSpec(sample_euler),
@@ -104,6 +105,7 @@ __all__ = [
     "available",
     "ddim_step",
     "ddpm_step",
+    "learned_log_variance",
     "get_sampler",
     "per_sample_generators",
     "posterior",

@@ -11,7 +11,7 @@ from pixdiff.conditioning import Cond
 from pixdiff.samplers.common import Generators, randn_like, run_steps
 from pixdiff.schedules import Schedule
 
-Variance = Literal["small", "large"]
+Variance = Literal["small", "large", "learned"]
 
 
 def posterior(schedule: Schedule, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -31,6 +31,20 @@ def posterior(schedule: Schedule, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor,
     return a_ts * s_s**2 / s_t**2, a_s * var_ts / s_t**2, var_ts * s_s**2 / s_t**2, var_ts
 
 
+def learned_log_variance(
+    var_output: Tensor, log_var_small: Tensor, log_var_large: Tensor
+) -> Tensor:
+    """The learned reverse-process log-variance of improved DDPM (Nichol & Dhariwal 2021, Eq. 15).
+
+    The network's variance channels v in [-1, 1] interpolate in the log domain between the
+    posterior variance beta~ ("small") and beta ("large"):
+    log Sigma = frac log beta + (1 - frac) log beta~, with frac = (v + 1) / 2.
+    Callers pass log beta~ already clipped where beta~ = 0 (the step to t = 0).
+    """
+    frac = (var_output + 1) / 2
+    return frac * log_var_large + (1 - frac) * log_var_small
+
+
 def ddpm_step(
     denoiser,
     x: Tensor,
@@ -42,11 +56,22 @@ def ddpm_step(
     generator: Generators = None,
 ) -> Tensor:
     """One ancestral step x_t -> x_s ~ N(posterior mean at x0_hat, fixed variance)."""
-    x0 = denoiser(x, t, cond).x0
+    out = denoiser(x, t, cond)
     coef_xt, coef_x0, var_small, var_large = posterior(denoiser.schedule, t, s)
-    mean = coef_xt * x + coef_x0 * x0
+    mean = coef_xt * x + coef_x0 * out.x0
     if s == 0:  # the last step returns the mean (Ho et al. 2020, Alg. 2, z = 0 at t = 1)
         return mean
+    if variance == "learned":
+        if out.var_output is None:
+            raise ValueError(
+                "variance='learned' needs a model that predicts its variance (learn_sigma)"
+            )
+        log_var = learned_log_variance(
+            out.var_output.to(mean.dtype),
+            var_small.log().to(mean.dtype),
+            var_large.log().to(mean.dtype),
+        )
+        return mean + (0.5 * log_var).exp() * randn_like(x, generator)
     var = var_small if variance == "small" else var_large
     return mean + var.sqrt() * randn_like(x, generator)
 
@@ -66,10 +91,11 @@ def sample_ddpm(
 
     Args:
         x: (N, C, H, W) noise at ts[0]; ts: decreasing grid ending at 0.
-        variance: small = beta~ (posterior), large = beta (Ho et al. 2020, Sec. 3.2).
+        variance: small = beta~ (posterior), large = beta (Ho et al. 2020, Sec. 3.2), learned =
+            the model's interpolated variance (Nichol & Dhariwal 2021), for learn_sigma models.
     """
-    if variance not in ("small", "large"):
-        raise ValueError(f"unknown DDPM variance {variance!r}; valid: small, large")
+    if variance not in ("small", "large", "learned"):
+        raise ValueError(f"unknown DDPM variance {variance!r}; valid: small, large, learned")
 
     def step(x, t, s, i):
         return ddpm_step(denoiser, x, t, s, variance=variance, cond=cond, generator=generator)
