@@ -7,6 +7,7 @@ import os
 import sys
 
 from pixdiff.checkpoint import CheckpointError
+from pixdiff.cli import bench as bench_cmd
 from pixdiff.cli import sample as sample_cmd
 from pixdiff.cli import train as train_cmd
 from pixdiff.samplers import SamplingError
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
     demo.set_defaults(func=sample_cmd.run_demo)
+    bench_cmd.add_parser(sub)
     return parser
 
 

@@ -36,7 +36,11 @@ def randn(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Standard normal noise; with a list of generators, row i is drawn from generator i."""
+    """Standard normal noise; with a list of generators, row i is drawn from generator i.
+
+    Per-sample (list) noise is drawn in float32 and cast, so a float64 run of the same seeds
+    starts from, and adds, the same noise as a float32 one.
+    """
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = generator.device if generator is not None else device
         return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(
@@ -44,8 +48,8 @@ def randn(
         )
     if len(generator) != shape[0]:
         raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
-    rows = [torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in generator]
-    return torch.stack(rows).to(device)
+    rows = [torch.randn(tuple(shape[1:]), generator=g) for g in generator]
+    return torch.stack(rows).to(device=device, dtype=dtype)
 
 
 def randn_like(x: Tensor, generator: Generators) -> Tensor:

@@ -1,0 +1,158 @@
+"""``pixdiff bench samplers``: quality against network evaluations for every sampler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from pixdiff.cli.sample import load_model, parse_class
+from pixdiff.eval.sampler_sweep import (
+    DEFAULT_NFES,
+    DEFAULT_SAMPLERS,
+    SweepRequest,
+    SweepRow,
+    best_per_budget,
+    check_samplers,
+    plot,
+    reference,
+    sweep,
+    write_csv,
+)
+from pixdiff.files import atomic_write
+from pixdiff.timesteps import SPACINGS
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks on a trained model",
+        description="Benchmarks on a trained model (see BENCHMARKS.md).",
+    )
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    p = kinds.add_parser(
+        "samplers",
+        help="sweep samplers against NFE; distance to a many-step reference solution",
+        description="Run every sampler at every NFE budget from the same noise, score each by "
+        "its per-image RMSE (pixels in [-1, 1]) to a float64 reference solution of the same "
+        "ODE, and write sweep.csv, sweep.png and summary.json into --out. Prints the best "
+        "sampler for each budget. Only deterministic samplers converge to the reference.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "run",
+        nargs="?",
+        default=None,
+        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST model)",
+    )
+    p.add_argument(
+        "--samplers",
+        default=",".join(DEFAULT_SAMPLERS),
+        help="comma-separated deterministic samplers to sweep",
+    )
+    p.add_argument(
+        "--nfe",
+        default=",".join(map(str, DEFAULT_NFES)),
+        help="comma-separated NFE budgets (a method gets the most steps that fit)",
+    )
+    p.add_argument("-n", "--num", type=int, default=64, help="images per sampler and budget")
+    p.add_argument("--reference-sampler", default="dpmpp-2m", help="sampler of the reference")
+    p.add_argument("--reference-steps", type=int, default=500, help="steps of the reference")
+    p.add_argument(
+        "--class",
+        dest="class_",
+        default="all",
+        metavar="NAME_OR_ID",
+        help="class name or id, or 'all' to cycle through the classes (conditional models)",
+    )
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance w")
+    p.add_argument(
+        "--grid", default=None, choices=SPACINGS, help="time grid (default: by schedule)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed; image i uses seed + i")
+    p.add_argument("--out", default="out/bench-samplers", help="output directory")
+    p.add_argument("--batch-size", type=int, default=64, help="images per sampler batch")
+    p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_samplers)
+
+
+def parse_list(text: str, kind: type, what: str) -> list:
+    try:
+        items = [kind(s.strip()) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be a comma-separated list, got {text!r}") from None
+    if not items:
+        raise ValueError(f"{what} is empty")
+    return items
+
+
+def run_samplers(args) -> int:
+    samplers = parse_list(args.samplers, str, "--samplers")
+    nfes = parse_list(args.nfe, int, "--nfe")
+    check_samplers([*samplers, args.reference_sampler])
+    if args.num < 1 or args.reference_steps < 2:
+        raise ValueError("-n must be >= 1 and --reference-steps >= 2")
+    model = load_model(args.run, ema=not args.raw, device=args.device)
+    labels = parse_class(args.class_, model, args.num) if model.num_classes else None
+    request = SweepRequest(
+        n=args.num,
+        labels=labels,
+        guidance=args.guidance,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        spacing=args.grid,
+    )
+    out = Path(args.out)
+    print(
+        f"reference: {args.reference_sampler}, {args.reference_steps} steps, float64, "
+        f"{args.num} images",
+        flush=True,
+    )
+    start = time.perf_counter()
+    ref, floor = reference(
+        model,
+        request,
+        args.reference_sampler,
+        args.reference_steps,
+        progress=not args.no_progress,
+    )
+    print(f"reference floor (RMSE to itself at half the steps): {floor:.2e}", flush=True)
+    print(f"{'sampler':<16}{'budget':>7}{'NFE':>5}{'steps':>7}{'RMSE':>11}{'s':>8}", flush=True)
+
+    def show(row: SweepRow) -> None:
+        print(
+            f"{row.sampler:<16}{row.budget:>7}{row.nfe:>5}{row.steps:>7}{row.rmse:>11.3e}{row.seconds:>8.1f}",
+            flush=True,
+        )
+
+    rows = sweep(model, request, ref, samplers=samplers, nfes=nfes, on_row=show)
+    write_csv(rows, out / "sweep.csv")
+    plot(rows, out / "sweep.png", floor=floor, title=f"{args.run or 'shipped model'}")
+    best = best_per_budget(rows)
+    summary = {
+        "run": args.run or "shipped",
+        "reference": {
+            "sampler": args.reference_sampler,
+            "steps": args.reference_steps,
+            "floor_rmse": floor,
+        },
+        "num": args.num,
+        "guidance": args.guidance,
+        "class": args.class_,
+        "grid": args.grid,
+        "seed": args.seed,
+        "seconds": time.perf_counter() - start,
+        "best": {
+            str(b): {"sampler": r.sampler, "nfe": r.nfe, "rmse": r.rmse} for b, r in best.items()
+        },
+    }
+    atomic_write(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    print("best per budget:")
+    for budget, row in best.items():
+        print(f"  NFE <= {budget:>3}: {row.sampler} (RMSE {row.rmse:.3e}, {row.nfe} NFE)")
+    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.png'}, {out / 'summary.json'}")
+    return 0

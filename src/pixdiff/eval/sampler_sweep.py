@@ -1,0 +1,215 @@
+"""Sweep samplers against network evaluations (NFE) on a trained model.
+
+Every sampler starts from the same noise (per-sample seeds), so its output can be compared
+image by image with a reference solution of the same probability-flow ODE: a deterministic
+sampler run with many steps in a float64 state. The score is the RMSE to that reference in
+[-1, 1] pixel units (lower is better); its floor is the reference's own error, estimated as the
+distance between the reference and the same sampler with half its steps.
+
+Stochastic samplers do not converge to the ODE solution path by path, so they are refused here
+(score them with a distributional metric such as the Frechet distance instead).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pixdiff.checkpoint import LoadedModel
+from pixdiff.files import atomic_write
+from pixdiff.pipelines.generate import generate
+from pixdiff.samplers import SAMPLERS, get_sampler
+
+# the deterministic fixed-step samplers (ode-rk45 chooses its own steps)
+DEFAULT_SAMPLERS = (
+    "ddim",
+    "euler",
+    "heun",
+    "lms",
+    "plms",
+    "deis",
+    "dpm-solver-2",
+    "dpm-solver-3",
+    "dpmpp-2s",
+    "dpmpp-2m",
+    "dpmpp-3m",
+    "unipc-bh1",
+    "unipc-bh2",
+)
+DEFAULT_NFES = (5, 10, 20, 50)
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One (sampler, budget) point; ``rmse`` is the mean per-image RMSE to the reference.
+
+    ``nfe`` is steps x the method's NFE per step, at most ``budget``.
+    """
+
+    sampler: str
+    budget: int
+    nfe: int
+    steps: int
+    rmse: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """What to sample: n images of the given classes (None: unconditional), guidance w."""
+
+    n: int = 64
+    labels: Tensor | None = None
+    guidance: float = 1.0
+    seed: int = 0
+    batch_size: int = 64
+    device: str = "cpu"
+    spacing: str | None = None
+
+
+def check_samplers(names: Sequence[str]) -> None:
+    """Refuse unknown, stochastic and adaptive samplers with the valid names."""
+    for name in names:
+        spec = get_sampler(name)  # unknown names raise with the list
+        if spec.stochastic:
+            raise ValueError(
+                f"{name!r} is stochastic: its samples do not converge to the reference path; "
+                f"deterministic samplers: {', '.join(DEFAULT_SAMPLERS)}"
+            )
+        if name == "ode-rk45":
+            raise ValueError("ode-rk45 chooses its own steps; it has no fixed NFE budget")
+
+
+def image_rmse(x: Tensor, ref: Tensor) -> Tensor:
+    """Per-image root-mean-square difference of images clipped to [-1, 1]."""
+    d = x.clamp(-1, 1).double() - ref.clamp(-1, 1).double()
+    return d.flatten(1).pow(2).mean(1).sqrt()
+
+
+def draw(
+    model: LoadedModel,
+    request: SweepRequest,
+    sampler: str,
+    steps: int,
+    *,
+    dtype=torch.float32,
+    progress: bool = False,
+) -> Tensor:
+    """n images of ``sampler`` at ``steps`` from the request's seeds."""
+    return generate(
+        model.denoiser,
+        model.image_shape,
+        n=request.n,
+        labels=request.labels,
+        num_classes=model.num_classes,
+        guidance=request.guidance,
+        sampler=sampler,
+        steps=steps,
+        seed=request.seed,
+        batch_size=request.batch_size,
+        device=request.device,
+        dtype=dtype,
+        spacing=request.spacing,
+        progress=progress,
+    )
+
+
+def reference(
+    model: LoadedModel, request: SweepRequest, sampler: str, steps: int, *, progress: bool = False
+) -> tuple[Tensor, float]:
+    """The reference solution (float64 state) and its floor: the RMSE between it and the same
+    sampler with half the steps, an upper estimate of the reference's own error."""
+    check_samplers([sampler])
+    ref = draw(model, request, sampler, steps, dtype=torch.float64, progress=progress)
+    half = draw(model, request, sampler, steps // 2, dtype=torch.float64, progress=progress)
+    return ref, image_rmse(half, ref).mean().item()
+
+
+def sweep(
+    model: LoadedModel,
+    request: SweepRequest,
+    ref: Tensor,
+    *,
+    samplers: Sequence[str] = DEFAULT_SAMPLERS,
+    nfes: Sequence[int] = DEFAULT_NFES,
+    on_row: Callable[[SweepRow], None] | None = None,
+) -> list[SweepRow]:
+    """Score every sampler at every budget it fits (budgets below its minimum are skipped)."""
+    check_samplers(samplers)
+    if any(b < 1 for b in nfes):
+        raise ValueError(f"NFE budgets must be >= 1, got {list(nfes)}")
+    rows = []
+    for name in samplers:
+        spec = SAMPLERS[name]
+        for budget in nfes:
+            steps = budget // spec.nfe_per_step
+            if steps < spec.min_steps:
+                continue
+            start = time.perf_counter()
+            x = draw(model, request, name, steps)
+            seconds = time.perf_counter() - start
+            nfe = steps * spec.nfe_per_step
+            row = SweepRow(name, budget, nfe, steps, _mean_rmse(x, ref), seconds)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows
+
+
+def _mean_rmse(x: Tensor, ref: Tensor) -> float:
+    return image_rmse(x, ref).mean().item()
+
+
+def best_per_budget(rows: Sequence[SweepRow]) -> dict[int, SweepRow]:
+    """The lowest-RMSE row at each NFE budget."""
+    best: dict[int, SweepRow] = {}
+    for row in rows:
+        if row.budget not in best or row.rmse < best[row.budget].rmse:
+            best[row.budget] = row
+    return dict(sorted(best.items()))
+
+
+def write_csv(rows: Sequence[SweepRow], path: Path) -> None:
+    """The sweep as CSV (one row per sampler and budget), written atomically."""
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(SweepRow.__dataclass_fields__))
+    w.writeheader()
+    for row in rows:
+        w.writerow(asdict(row))
+    atomic_write(path, buf.getvalue().encode())
+
+
+def plot(
+    rows: Sequence[SweepRow], path: Path, *, floor: float | None = None, title: str = ""
+) -> None:
+    """RMSE to the reference against NFE, log-log, one line per sampler (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    names = list(dict.fromkeys(r.sampler for r in rows))
+    styles = ["-", "--", ":", "-."]
+    for i, name in enumerate(names):
+        pts = [(r.nfe, r.rmse) for r in rows if r.sampler == name]
+        ax.plot(*zip(*pts, strict=True), styles[i // 10 % 4], marker="o", ms=3, label=name)
+    if floor is not None:
+        ax.axhline(floor, color="grey", lw=0.8, ls=":", label="reference floor")
+    ax.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", title=title)
+    ax.set_ylabel("RMSE to the reference solution (lower is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
+    plt.close(fig)
