@@ -45,3 +45,18 @@ def test_bad_input(capsys):
         check_samplers(["nope"])
     assert main(["bench", "samplers", "--nfe", "5,x"]) == 2
     assert "--nfe must be a comma-separated list" in capsys.readouterr().err
+
+
+def test_reference_is_cached_and_reused(tmp_path, monkeypatch):
+    import pixdiff.eval.sampler_sweep as sweep
+
+    argv = ["bench", "samplers", "-n", "2", "--samplers", "ddim", "--nfe", "4"]
+    argv += ["--reference-steps", "8", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    calls = []
+    real_draw = sweep.draw
+    monkeypatch.setattr(sweep, "draw", lambda *a, **k: calls.append(a[2:4]) or real_draw(*a, **k))
+    assert main(argv) == 0
+    assert calls == [("ddim", 4)]  # only the sweep; the reference came from the cache
+    assert main([*argv, "--seed", "1"]) == 0  # another request: recomputed
+    assert ("dpmpp-2m", 8) in calls

@@ -37,7 +37,9 @@ def add_parser(sub) -> None:
         description="Run every sampler at every NFE budget from the same noise, score each by "
         "its per-image RMSE (pixels in [-1, 1]) to a float64 reference solution of the same "
         "ODE, and write sweep.csv, sweep.png and summary.json into --out. Prints the best "
-        "sampler for each budget. Only deterministic samplers converge to the reference.",
+        "sampler for each budget. The reference is kept in --out/reference.safetensors and "
+        "reused by a later run with the same model, reference and images. Only "
+        "deterministic samplers converge to the reference.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -118,6 +120,8 @@ def run_samplers(args) -> int:
         request,
         args.reference_sampler,
         args.reference_steps,
+        cache=out / "reference.safetensors",
+        key=f"{Path(args.run).resolve() if args.run else 'shipped'}|raw={args.raw}",
         progress=not args.no_progress,
     )
     print(f"reference floor (RMSE to itself at half the steps): {floor:.2e}", flush=True)

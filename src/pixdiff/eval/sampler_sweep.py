@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pixdiff.checkpoint import LoadedModel
+from pixdiff.checkpoint import LoadedModel, read_tensors, save_tensors
 from pixdiff.files import atomic_write
 from pixdiff.pipelines.generate import generate
 from pixdiff.samplers import SAMPLERS, get_sampler
@@ -122,14 +122,35 @@ def draw(
 
 
 def reference(
-    model: LoadedModel, request: SweepRequest, sampler: str, steps: int, *, progress: bool = False
+    model: LoadedModel,
+    request: SweepRequest,
+    sampler: str,
+    steps: int,
+    *,
+    cache: Path | None = None,
+    key: str = "",
+    progress: bool = False,
 ) -> tuple[Tensor, float]:
     """The reference solution (float64 state) and its floor: the RMSE between it and the same
-    sampler with half the steps, an upper estimate of the reference's own error."""
+    sampler with half the steps, an upper estimate of the reference's own error.
+
+    With ``cache``, a reference saved there under the same ``key`` (which must describe the
+    model and request) is reused, and a new one is saved.
+    """
     check_samplers([sampler])
+    key = f"{key}|{sampler}|{steps}|{request.n}|{request.seed}|{request.guidance}|{request.spacing}"
+    if request.labels is not None:
+        key += "|" + ",".join(map(str, request.labels.tolist()))
+    if cache is not None and cache.exists():
+        tensors, meta = read_tensors(cache)
+        if meta.get("key") == key:
+            return tensors["reference"], float(meta["floor"])
     ref = draw(model, request, sampler, steps, dtype=torch.float64, progress=progress)
     half = draw(model, request, sampler, steps // 2, dtype=torch.float64, progress=progress)
-    return ref, image_rmse(half, ref).mean().item()
+    floor = image_rmse(half, ref).mean().item()
+    if cache is not None:
+        save_tensors(cache, {"reference": ref}, {"key": key, "floor": repr(floor)})
+    return ref, floor
 
 
 def sweep(
