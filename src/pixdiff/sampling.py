@@ -22,15 +22,15 @@ def default_spacing(schedule: Schedule) -> Spacing:
     return "karras" if isinstance(schedule, EDMSchedule) else "uniform-t"
 
 
-def steps_for_nfe(sampler: str, nfe: int) -> int:
+def steps_for_nfe(sampler: str, nfe: int, options: Mapping | None = None) -> int:
     """The most steps of ``sampler`` that fit a budget of ``nfe`` network evaluations."""
     spec = get_sampler(sampler)
-    steps = nfe // spec.nfe_per_step
+    steps = spec.steps_for(nfe, options)
     if steps < spec.min_steps:
+        need = spec.total_nfe(spec.min_steps, options)
         raise ValueError(
             f"an NFE budget of {nfe} is too small for {sampler!r}: it needs at least "
-            f"{spec.min_steps * spec.nfe_per_step} ({spec.min_steps} steps x "
-            f"{spec.nfe_per_step} NFE)"
+            f"{need} ({spec.min_steps} step{'s' if spec.min_steps > 1 else ''}, {need} NFE)"
         )
     return steps
 

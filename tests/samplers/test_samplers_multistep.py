@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from order_oracle import GAUSS, PATHS, log_snr_grid, ode_error, start_and_exact
+from order_oracle import (
+    GAUSS,
+    PATHS,
+    CountingDenoiser,
+    log_snr_grid,
+    ode_error,
+    start_and_exact,
+)
 
 import pixdiff
 from pixdiff.samplers import SAMPLERS, SamplingError, sample_ddim, sample_ode_rk45
@@ -33,6 +40,7 @@ ORDER_CASES = [
     ("deis", {"order": 2}, 2, LOW),
     ("deis", {"order": 3}, 3, HIGH),
     ("plms", {}, 2, LOW),
+    ("pndm", {}, 2, LOW),  # its three fourth-order warm-up steps do not change PLMS's order
 ]
 
 
@@ -186,3 +194,49 @@ def test_rk45_max_nfe_raises():
             d, (4, 2), sampler="ode-rk45", steps=1, options={"max_nfe": 5, "stats": stats}
         )
     assert stats["nfe"] == 5
+
+
+@pytest.mark.parametrize("schedule_name", ["edm", "vp-cosine", "flow"])
+def test_pndm_pseudo_runge_kutta_step_is_fourth_order(schedule_name):
+    """One pseudo-RK step (Liu et al. 2022, Eq. 13) of size h in lambda: local error O(h^5),
+    against DDIM's O(h^2), on paths where t is and is not proportional to sigma / alpha."""
+    schedule, hs = get_schedule(schedule_name), [0.4, 0.2, 0.1, 0.05]
+    errs = {}
+    for name in ("pndm", "ddim"):
+        errs[name] = []
+        for h in hs:
+            ts = schedule.t_from_log_snr(2 * torch.tensor([0.0, h], dtype=torch.float64))
+            x_T, exact = start_and_exact(schedule, ts)
+            x = SAMPLERS[name].bind(None)(GAUSS.exact_denoiser(schedule), x_T, ts)
+            errs[name].append((x - exact).abs().max().item())
+    slopes = {n: np.polyfit(np.log(hs), np.log(e), 1)[0] for n, e in errs.items()}
+    assert abs(slopes["pndm"] - 5) < 0.3 and abs(slopes["ddim"] - 2) < 0.3, (slopes, errs)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [(n, None) for n in sorted(SAMPLERS) if n not in ("ode-rk45", "ddpm-learned")]
+    + [("dpm-solver-2", {"order": 3}), ("sde-pc", {"corrector_steps": 2})],
+)
+def test_registry_counts_the_evaluations_a_run_makes(name, options):
+    """total_nfe is exact on an EDM Karras grid (Heun's count is an upper bound elsewhere)."""
+    spec = SAMPLERS[name]
+    for steps in range(1, 7):
+        d = CountingDenoiser(GAUSS.exact_denoiser(get_schedule("edm")))
+        ts = pixdiff.time_grid(d.schedule, steps)
+        x_T = torch.randn(3, 2, dtype=torch.float64)
+        spec.bind(options)(d, x_T, ts, generator=torch.Generator().manual_seed(0))
+        if name == "heun":  # an upper bound: the guard against huge steps takes Euler steps
+            assert d.calls <= spec.total_nfe(steps, options), steps
+            continue
+        assert d.calls == spec.total_nfe(steps, options), steps
+        budget = spec.total_nfe(steps, options)
+        assert spec.steps_for(budget, options) == steps
+        assert spec.steps_for(budget - 1, options) == steps - 1 or steps == 1
+
+
+def test_nfe_budget_errors():
+    assert pixdiff.sampling.steps_for_nfe("pndm", 19) == 10  # 3 x 4 warm-up + 7 x 1
+    assert pixdiff.sampling.steps_for_nfe("dpm-solver-3", 9) == 3  # 3 + 3 + 1 (the last step)
+    with pytest.raises(ValueError, match="too small for 'dpm-solver-3': it needs at least 1"):
+        pixdiff.sampling.steps_for_nfe("dpm-solver-3", 0)

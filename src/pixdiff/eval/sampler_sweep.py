@@ -34,6 +34,7 @@ DEFAULT_SAMPLERS = (
     "heun",
     "lms",
     "plms",
+    "pndm",
     "deis",
     "dpm-solver-2",
     "dpm-solver-3",
@@ -50,7 +51,8 @@ DEFAULT_NFES = (5, 10, 20, 50)
 class SweepRow:
     """One (sampler, budget) point; ``rmse`` is the mean per-image RMSE to the reference.
 
-    ``nfe`` is steps x the method's NFE per step, at most ``budget``.
+    ``nfe`` is the evaluations the method's registry entry counts for ``steps``, at most
+    ``budget``.
     """
 
     sampler: str
@@ -170,13 +172,13 @@ def sweep(
     for name in samplers:
         spec = SAMPLERS[name]
         for budget in nfes:
-            steps = budget // spec.nfe_per_step
+            steps = spec.steps_for(budget)
             if steps < spec.min_steps:
                 continue
             start = time.perf_counter()
             x = draw(model, request, name, steps)
             seconds = time.perf_counter() - start
-            nfe = steps * spec.nfe_per_step
+            nfe = spec.total_nfe(steps)
             row = SweepRow(name, budget, nfe, steps, _mean_rmse(x, ref), seconds)
             rows.append(row)
             if on_row is not None:
