@@ -1,4 +1,4 @@
-"""Evaluation: the Fashion-MNIST classifier whose features feed FD / KID / precision-recall."""
+"""Evaluation: the Fashion-MNIST classifier, feature extractors, FD, KID, IS, precision-recall."""
 
 from .classifier import (
     FashionClassifier,
@@ -9,13 +9,43 @@ from .classifier import (
     save_classifier,
     train_classifier,
 )
+from .features import (
+    DEFAULT_EXTRACTOR,
+    FeatureExtractor,
+    check_model_space,
+    classifier_extractor,
+    load_extractor,
+    torchscript_extractor,
+)
+from .fid import (
+    FeatureStats,
+    Reference,
+    frechet_distance,
+    inception_score,
+    kid,
+    precision_recall,
+    reference_stats,
+)
 
 __all__ = [
+    "DEFAULT_EXTRACTOR",
     "FashionClassifier",
+    "FeatureExtractor",
+    "FeatureStats",
+    "Reference",
     "accuracy",
     "check_images",
+    "check_model_space",
+    "classifier_extractor",
     "classify",
+    "frechet_distance",
+    "inception_score",
+    "kid",
     "load_classifier",
+    "load_extractor",
+    "precision_recall",
+    "reference_stats",
     "save_classifier",
+    "torchscript_extractor",
     "train_classifier",
 ]
