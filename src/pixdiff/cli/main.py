@@ -8,8 +8,10 @@ import sys
 
 from pixdiff.checkpoint import CheckpointError
 from pixdiff.cli import bench as bench_cmd
+from pixdiff.cli import eval as eval_cmd
 from pixdiff.cli import sample as sample_cmd
 from pixdiff.cli import train as train_cmd
+from pixdiff.cli import train_classifier as train_classifier_cmd
 from pixdiff.samplers import SamplingError
 from pixdiff.training.trainer import TrainingError
 
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmd.add_parser(sub)
     sample_cmd.add_parser(sub)
+    train_classifier_cmd.add_parser(sub)
     demo = sub.add_parser(
         "demo",
         help="sample the shipped Fashion-MNIST model, one row per class",
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
     demo.set_defaults(func=sample_cmd.run_demo)
     bench_cmd.add_parser(sub)
+    eval_cmd.add_parser(sub)
     return parser
 
 

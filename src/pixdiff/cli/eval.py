@@ -1,0 +1,184 @@
+"""``pixdiff eval``: sample quality (FD, KID, precision/recall, IS, class accuracy) and bits/dim."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from pixdiff.cli.sample import load_model
+from pixdiff.data import load_dataset
+from pixdiff.eval.features import DEFAULT_EXTRACTOR, load_extractor
+from pixdiff.eval.fid import reference_stats
+from pixdiff.eval.report import (
+    LIKELIHOOD_METRICS,
+    METRICS,
+    SAMPLE_METRICS,
+    SampleSpec,
+    draw_samples,
+    format_table,
+    parse_metrics,
+    score_images,
+)
+from pixdiff.files import atomic_write
+from pixdiff.samplers import SAMPLERS
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score a model: FD, KID, precision/recall, IS, class accuracy, bits/dim",
+        description="Draw --n samples (class-balanced for a conditional model), score them "
+        "against real images of the run's dataset through a feature extractor, print a table "
+        "and write it as JSON. Metrics: fd (Frechet distance), kid (kernel inception "
+        "distance, with its std), pr (precision and recall, k = 3), is (Inception-Score-style "
+        "score of the extractor's classes), acc (fraction of samples classified as their "
+        "class), bpd (bits/dim on --bpd-n real test images: the variational bound for "
+        "discrete schedules, or the probability-flow ODE with --bpd-method ode).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "run",
+        nargs="?",
+        default=None,
+        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST model)",
+    )
+    p.add_argument(
+        "--metrics",
+        default="fd,kid,pr,acc",
+        help=f"comma-separated metrics from: {', '.join(METRICS)}",
+    )
+    p.add_argument("--n", type=int, default=10000, help="number of samples (and real images)")
+    p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="default: the run's")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance w for conditional models (default: the run's)",
+    )
+    p.add_argument(
+        "--extractor",
+        default=DEFAULT_EXTRACTOR,
+        help="feature extractor: 'fashion-classifier', a TorchScript file or a classifier dir",
+    )
+    p.add_argument(
+        "--data", default=None, help="real data to compare with (default: the run's dataset)"
+    )
+    p.add_argument("--split", default="test", choices=("train", "test"), help="real data split")
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also score --n real images of the other split: the real-against-real floor",
+    )
+    p.add_argument("--bpd-n", type=int, default=1000, help="test images for bpd")
+    p.add_argument("--bpd-method", default="bound", choices=("bound", "ode"), help="bpd method")
+    p.add_argument("--seed", type=int, default=0, help="seed; sample i uses seed + i")
+    p.add_argument("--batch-size", type=int, default=250, help="images per batch")
+    p.add_argument("--out", default=None, help="JSON file (default: RUN/eval.json or out/)")
+    p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    metrics = parse_metrics(args.metrics)
+    if args.n < 2:
+        raise ValueError(f"--n must be >= 2, got {args.n}")
+    model = load_model(args.run, ema=not args.raw, device=args.device)
+    train_cfg = model.config["train"]
+    dataset = args.data or train_cfg["data"]["name"]
+    spec = SampleSpec(
+        n=args.n,
+        sampler=args.sampler or train_cfg["sample"]["sampler"],
+        steps=args.steps or train_cfg["sample"]["steps"],
+        guidance=args.guidance if args.guidance is not None else train_cfg["sample"]["guidance"],
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    results: dict = {
+        "run": args.run or "shipped",
+        "dataset": dataset,
+        "split": args.split,
+        "sampler": spec.sampler,
+        "steps": spec.steps,
+        "guidance": spec.guidance if model.num_classes else None,
+        "extractor": args.extractor,
+        "metrics": {},
+    }
+    start = time.perf_counter()
+    sample_metrics = [m for m in metrics if m in SAMPLE_METRICS]
+    if sample_metrics:
+        extractor = load_extractor(args.extractor, batch_size=args.batch_size, device=args.device)
+        _check_shape(extractor.input_shape, model.image_shape, args.extractor)
+        reference = reference_stats(dataset, args.split, extractor, n=None)
+        x, labels = draw_samples(model, spec)
+        results["metrics"]["samples"] = score_images(
+            x, labels, reference, extractor, sample_metrics, seed=args.seed
+        )
+        if args.floor:
+            results["metrics"]["real_floor"] = _floor(
+                dataset, args.split, args.n, extractor, reference, sample_metrics, args.seed
+            )
+    if any(m in LIKELIHOOD_METRICS for m in metrics):
+        results["metrics"]["bpd"] = _bits_per_dim(model, dataset, args)
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out) if args.out else _default_out(args.run)
+    atomic_write(out, (json.dumps(results, indent=2) + "\n").encode())
+    for name, values in results["metrics"].items():
+        print(f"[{name}]")
+        print(format_table(values))
+    print(f"wrote {out}")
+    return 0
+
+
+def _check_shape(extractor_shape, image_shape, name: str) -> None:
+    if tuple(extractor_shape) != tuple(image_shape):
+        raise ValueError(
+            f"extractor {name!r} takes images shaped {tuple(extractor_shape)}, but the model "
+            f"makes {tuple(image_shape)}; pass --extractor for this data"
+        )
+
+
+def _floor(dataset, split, n, extractor, reference, metrics, seed) -> dict[str, float]:
+    """The same metrics for n real images of the other split against the reference."""
+    other = "train" if split == "test" else "test"
+    c, h, _ = extractor.input_shape
+    data = load_dataset(dataset, image_size=h, channels=c, split=other)
+    if n > len(data):
+        raise ValueError(f"--floor needs {n} real images; {dataset} {other} has {len(data)}")
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    labels = data.labels[pick] if data.labels is not None else None
+    metrics = [m for m in metrics if m != "acc" or labels is not None]
+    out = score_images(data.images[pick], labels, reference, extractor, metrics, seed=seed)
+    return {"split": other, **out}
+
+
+def _bits_per_dim(model, dataset: str, args) -> dict[str, float]:
+    from pixdiff.eval.likelihood import bits_per_dim_report
+
+    c, h, _ = model.image_shape
+    data = load_dataset(dataset, image_size=h, channels=c, split="test")
+    n = min(args.bpd_n, len(data))
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:n]
+    return bits_per_dim_report(
+        model.denoiser,
+        data.images[pick],
+        method=args.bpd_method,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+
+
+def _default_out(run: str | None) -> Path:
+    if run is not None and Path(run).is_dir():
+        return Path(run) / "eval.json"
+    return Path("out") / "eval.json"

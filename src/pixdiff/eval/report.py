@@ -1,0 +1,135 @@
+"""Score a model's samples: the metrics of ``pixdiff eval`` and of ``--eval-every`` in training.
+
+Samples are drawn class-balanced from a class-conditional model (labels cycle through the
+classes) and scored against real data of the same dataset, through one feature extractor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pixdiff.checkpoint import LoadedModel
+from pixdiff.eval.features import FeatureExtractor
+from pixdiff.eval.fid import (
+    FeatureStats,
+    Reference,
+    frechet_distance,
+    inception_score,
+    kid,
+    precision_recall,
+)
+from pixdiff.pipelines.generate import generate
+
+SAMPLE_METRICS = ("fd", "kid", "pr", "is", "acc")
+LIKELIHOOD_METRICS = ("bpd",)
+METRICS = SAMPLE_METRICS + LIKELIHOOD_METRICS
+
+
+def parse_metrics(text: str) -> list[str]:
+    """'fd,kid' -> ['fd', 'kid'], refusing unknown names with the valid ones."""
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"unknown metric(s) {unknown or [text]}; valid: {', '.join(METRICS)}")
+    return list(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """How to draw the samples that are scored."""
+
+    n: int = 10000
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 1.0
+    seed: int = 0
+    batch_size: int = 250
+    device: str = "cpu"
+    progress: bool = False
+
+
+def balanced_labels(n: int, num_classes: int) -> Tensor | None:
+    """Labels 0, 1, ..., K-1, 0, 1, ... for n samples (None for an unconditional model)."""
+    return torch.arange(n) % num_classes if num_classes else None
+
+
+def draw_samples(model: LoadedModel, spec: SampleSpec) -> tuple[Tensor, Tensor | None]:
+    """spec.n samples clipped to [-1, 1], class-balanced when the model is conditional."""
+    labels = balanced_labels(spec.n, model.num_classes)
+    x = generate(
+        model.denoiser,
+        model.image_shape,
+        n=spec.n,
+        labels=labels,
+        num_classes=model.num_classes,
+        guidance=spec.guidance if labels is not None else 1.0,
+        sampler=spec.sampler,
+        steps=spec.steps,
+        seed=spec.seed,
+        batch_size=spec.batch_size,
+        device=spec.device,
+        progress=spec.progress,
+    )
+    return x.clamp(-1, 1), labels
+
+
+def score_images(
+    images: Tensor,
+    labels: Tensor | None,
+    reference: Reference,
+    extractor: FeatureExtractor,
+    metrics: Sequence[str],
+    *,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The sample metrics of ``images`` (N, C, H, W) in [-1, 1] against real ``reference``.
+
+    fd: Frechet distance; kid, kid_std: KID and its std over subsets;
+    precision, recall; is, is_std: Inception-Score-style score of the extractor's classes;
+    acc: fraction of images the extractor classifies as their label.
+    """
+    feats, logits = extractor.embed(images)
+    out: dict[str, float] = {"n": float(len(images))}
+    if "fd" in metrics:
+        out["fd"] = frechet_distance(FeatureStats.from_features(feats), reference.stats)
+    if "kid" in metrics:
+        gen = torch.Generator().manual_seed(seed)
+        out["kid"], out["kid_std"] = kid(feats, reference.features.double(), generator=gen)
+    if "pr" in metrics:
+        out["precision"], out["recall"] = precision_recall(reference.features.double(), feats)
+    if "is" in metrics or "acc" in metrics:
+        if logits is None:
+            raise ValueError(
+                f"metrics 'is' and 'acc' need class logits; extractor {extractor.name!r} has none"
+            )
+        if "is" in metrics:
+            # IS splits are contiguous: shuffle the class-ordered samples first
+            order = torch.randperm(len(logits), generator=torch.Generator().manual_seed(seed))
+            out["is"], out["is_std"] = inception_score(logits[order])
+        if "acc" in metrics:
+            out["acc"] = _accuracy(logits, labels, extractor)
+    return out
+
+
+def _accuracy(logits: Tensor, labels: Tensor | None, extractor: FeatureExtractor) -> float:
+    if labels is None:
+        raise ValueError("metric 'acc' needs a class-conditional model")
+    if logits.shape[1] < int(labels.max()) + 1:
+        raise ValueError(
+            f"extractor {extractor.name!r} knows {logits.shape[1]} classes, fewer than the model"
+        )
+    return (logits.argmax(1).cpu() == labels).double().mean().item()
+
+
+def format_table(results: dict[str, float]) -> str:
+    """Two aligned columns, metric and value."""
+    rows = [(k, v) for k, v in results.items() if not (isinstance(v, float) and math.isnan(v))]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(
+        f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in rows
+    )

@@ -1,0 +1,39 @@
+"""``pixdiff eval`` on the shipped model, tiny: the JSON, the table, the floor, bad input."""
+
+import json
+
+import pytest
+
+from pixdiff.cli.main import main
+from pixdiff.eval.report import balanced_labels, parse_metrics
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXDIFF_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_eval_writes_json_and_prints_a_table(cache, capsys):
+    out = cache / "eval.json"
+    argv = ["eval", "--metrics", "fd,kid,pr,is,acc", "--n", "130", "--steps", "4"]
+    argv += ["--out", str(out), "--no-progress", "--floor", "--batch-size", "130"]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    samples, floor = result["metrics"]["samples"], result["metrics"]["real_floor"]
+    assert set(samples) >= {"fd", "kid", "kid_std", "precision", "recall", "is", "acc"}
+    # 4 DDIM steps make poor images: worse than real images of the other split on every metric
+    assert floor["fd"] < samples["fd"] and floor["kid"] < samples["kid"]
+    assert floor["acc"] > 0.8 and 0 <= samples["acc"] <= 1
+    assert floor["split"] == "train" and result["guidance"] == 2.0  # the run's default
+    assert "fd" in capsys.readouterr().out
+    assert any((cache / "cache" / "reference-stats").iterdir())  # cached for the next run
+
+
+def test_bad_input(cache, capsys):
+    with pytest.raises(ValueError, match="unknown metric"):
+        parse_metrics("fd,fid")
+    assert main(["eval", "--metrics", "fd", "--n", "20", "--steps", "2", "--no-progress"]) == 2
+    assert "FD needs at least D+1 = 129 samples" in capsys.readouterr().err
+    assert balanced_labels(5, 3).tolist() == [0, 1, 2, 0, 1]
+    assert balanced_labels(5, 0) is None
