@@ -1,62 +1,368 @@
 """Guidance: wrappers that take a denoiser and return a denoiser.
 
-Classifier-free guidance (Ho & Salimans 2022): with conditional and unconditional estimates
-from ONE batched pass, x0 = x0_u + w (x0_c - x0_u). w = 1 is the conditional model, w = 0 the
-unconditional one; the paper's (1 + gamma) convention is w = 1 + gamma. Since x_t is shared,
-mixing in x0 equals mixing in eps.
+Each wrapper keeps the denoiser contract ((x_t, t, cond) -> Denoised, with ``.schedule`` and
+``.coefs``), so every sampler drives a guided model and wrappers stack; :func:`guide` stacks
+them in the order classifier-free guidance -> classifier guidance -> thresholding.
+
+- Classifier-free guidance (Ho & Salimans 2022, Eq. 6) from ONE batched pass for both
+  branches: x0 = x0_u + w (x0_c - x0_u), and eps mixed with the same weights. w = 1 is the
+  conditional model, w = 0 the unconditional one; the paper's (1 + gamma) eps_c - gamma eps_u
+  is w = 1 + gamma. The second branch is the null label (unconditional) or a negative condition.
+  Since eps = (x_t - alpha x0) / sigma is affine in x0 and both branches share x_t, mixing x0
+  and eps with weights (1 - w, w) keeps x_t = alpha x0 + sigma eps, and keeps w = 0 and w = 1
+  exact in both.
+- Guidance interval (Kynkaanniemi et al. 2024): guide only for t in [t_lo, t_hi].
+- CFG-rescale (Lin et al. 2023, Sec. 3.4), applied to the guided x0 (eps follows from it).
+- Static clipping and dynamic thresholding of x0 (Saharia et al. 2022, Sec. 2.3).
+- Classifier guidance (Dhariwal & Nichol 2021, Eq. 14 and Alg. 2) with a noise-conditional
+  classifier ``(x_t, t) -> logits``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol, get_args
 
 import torch
 from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoised
-from pixdiff.prediction import eps_from_x0
+from pixdiff.prediction import eps_from_x0, x0_eps_from_output
+from pixdiff.schedules import Schedule
+
+Threshold = Literal["none", "static", "dynamic"]
+THRESHOLDS: tuple[str, ...] = get_args(Threshold)
+DEFAULT_PERCENTILE = 0.995  # Saharia et al. 2022, Sec. 2.3
 
 
-def null_label_cond(num_classes: int) -> Callable[[Cond], Cond]:
-    """Map a class condition to the unconditional one (the null label ``num_classes``)."""
+class Classifier(Protocol):
+    """A noise-conditional classifier: ``(x_t, t) -> logits (N, K)`` on its own ``schedule``
+    (t: (N,) float64 in [0, 1]); ``num_classes`` is K."""
 
-    def uncond(cond: Cond) -> Cond:
-        return Cond(label=torch.full_like(cond.label, num_classes))
+    schedule: Schedule
+    num_classes: int
 
-    return uncond
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor: ...
 
 
-class ClassifierFreeGuidance(nn.Module):
-    """Classifier-free guidance of ``denoiser`` with scale w (Ho & Salimans 2022, Eq. 6).
+class DenoiserWrapper(nn.Module):
+    """Base of the wrappers: holds ``denoiser`` and exposes its schedule and coefficients."""
 
-    Args:
-        denoiser: (x_t, t, cond) -> Denoised, with a ``.schedule``.
-        scale: w; 1 returns the conditional estimate unchanged (no extra pass).
-        uncond: builds the unconditional Cond from the conditional one.
-    """
-
-    def __init__(self, denoiser: nn.Module, *, scale: float, uncond: Callable[[Cond], Cond]):
+    def __init__(self, denoiser: nn.Module):
         super().__init__()
-        self.denoiser, self.scale, self.uncond = denoiser, scale, uncond
+        self.denoiser = denoiser
 
     @property
-    def schedule(self):
+    def schedule(self) -> Schedule:
         return self.denoiser.schedule
 
     def coefs(self, t, x):
         return self.denoiser.coefs(t, x)
+
+
+def label_cond(label: int) -> Callable[[Cond], Cond]:
+    """Map a class condition to the same batch with every label set to ``label``: the null
+    label ``num_classes`` (unconditional) or a negative class to steer away from."""
+
+    def other(cond: Cond) -> Cond:
+        return Cond(label=torch.full_like(cond.label, label))
+
+    return other
+
+
+def null_label_cond(num_classes: int) -> Callable[[Cond], Cond]:
+    """Map a class condition to the unconditional one (the null label ``num_classes``)."""
+    return label_cond(num_classes)
+
+
+def cfg_mix(other: Tensor, cond: Tensor, scale: float) -> Tensor:
+    """other + w (cond - other) (Ho & Salimans 2022, Eq. 6 with w = 1 + their w)."""
+    return other + scale * (cond - other)
+
+
+def cfg_rescale(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
+    """CFG-rescale (Lin et al. 2023, Sec. 3.4): x_r = x_cfg std(x_pos) / std(x_cfg) per sample,
+    then phi x_r + (1 - phi) x_cfg. ``guided``, ``cond``: (N, ...)."""
+    dims = tuple(range(1, guided.dim()))
+    ratio = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-12)
+    return phi * (guided * ratio) + (1 - phi) * guided
+
+
+def check_interval(interval: tuple[float, float] | None) -> None:
+    if interval is None:
+        return
+    lo, hi = interval
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"guidance interval needs 0 <= lo <= hi <= 1 (times t), got {lo} {hi}")
+
+
+def check_rescale(phi: float) -> None:
+    if not 0 <= phi <= 1:
+        raise ValueError(f"CFG-rescale phi must lie in [0, 1] (Lin et al. use 0.7), got {phi}")
+
+
+def check_percentile(p: float) -> None:
+    if not 0 < p <= 1:
+        raise ValueError(
+            f"threshold percentile must lie in (0, 1], e.g. {DEFAULT_PERCENTILE}; got {p}"
+        )
+
+
+def _per_sample_t(t: Tensor | float, x: Tensor) -> Tensor:
+    return torch.as_tensor(t, dtype=torch.float64, device=x.device).expand(x.shape[0])
+
+
+class ClassifierFreeGuidance(DenoiserWrapper):
+    """Classifier-free guidance of ``denoiser`` with scale w (Ho & Salimans 2022, Eq. 6).
+
+    Args:
+        denoiser: (x_t, t, cond) -> Denoised, with ``.schedule`` and ``.coefs``.
+        scale: w; 1 returns the conditional estimate unchanged (no extra pass).
+        uncond: builds the second branch's Cond from the conditional one: the null label
+            (:func:`null_label_cond`) or a negative condition (:func:`label_cond`).
+        interval: (t_lo, t_hi): guide only there (Kynkaanniemi et al. 2024, who state it in
+            sigma); elsewhere return the conditional estimate without the second pass.
+        rescale: CFG-rescale phi in [0, 1] (Lin et al. 2023, Sec. 3.4); 0 is off.
+
+    The returned ``var_output`` and ``raw`` are the conditional branch's (as in DiT).
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        *,
+        scale: float,
+        uncond: Callable[[Cond], Cond],
+        interval: tuple[float, float] | None = None,
+        rescale: float = 0.0,
+    ):
+        super().__init__(denoiser)
+        check_interval(interval)
+        check_rescale(rescale)
+        self.scale, self.uncond, self.interval, self.rescale = scale, uncond, interval, rescale
+
+    def active_rows(self, t: Tensor) -> Tensor:
+        """Indices of the samples guidance applies to, for per-sample times t (N,)."""
+        if self.interval is None:
+            return torch.arange(t.shape[0], device=t.device)
+        return ((t >= self.interval[0]) & (t <= self.interval[1])).nonzero().squeeze(1)
 
     def forward(self, x_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Denoised:
         if cond is None:
             raise ValueError("classifier-free guidance needs a condition (a class or a prompt)")
         if self.scale == 1:
             return self.denoiser(x_t, t, cond)
-        t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).expand(x_t.shape[0])
+        t_n = _per_sample_t(t, x_t)
+        rows = self.active_rows(t_n)
+        if rows.numel() == 0:
+            return self.denoiser(x_t, t, cond)
+        n = x_t.shape[0]
         both = self.denoiser(
-            torch.cat([x_t, x_t]), torch.cat([t, t]), Cond.cat([cond, self.uncond(cond)])
+            torch.cat([x_t, x_t[rows]]),
+            torch.cat([t_n, t_n[rows]]),
+            Cond.cat([cond, self.uncond(cond.index(rows))]),
         )
-        x0_c, x0_u = both.x0.chunk(2)
-        x0 = x0_u + self.scale * (x0_c - x0_u)
-        eps = eps_from_x0(x_t.to(x0.dtype), x0, self.denoiser.coefs(t, x_t))
-        return Denoised(x0, eps, None, both.raw.chunk(2)[0])
+        x0 = cfg_mix(both.x0[n:], both.x0[rows], self.scale)
+        eps = cfg_mix(both.eps[n:], both.eps[rows], self.scale)
+        if self.rescale:
+            x0 = cfg_rescale(x0, both.x0[rows], self.rescale)
+            eps = eps_from_x0(x_t[rows].to(x0.dtype), x0, self.coefs(t_n[rows], x_t[rows]))
+        var = None if both.var_output is None else both.var_output[:n]
+        return Denoised(
+            both.x0[:n].index_copy(0, rows, x0), both.eps[:n].index_copy(0, rows, eps), var,
+            both.raw[:n],
+        )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- thresholding
+
+
+def static_threshold(x0: Tensor) -> Tensor:
+    """Clip x0 to [-1, 1] (Saharia et al. 2022, Sec. 2.3, static thresholding)."""
+    return x0.clamp(-1, 1)
+
+
+def dynamic_threshold(x0: Tensor, percentile: float = DEFAULT_PERCENTILE) -> Tensor:
+    """Dynamic thresholding (Saharia et al. 2022, Sec. 2.3): s = max(p-th percentile of |x0|
+    per sample, 1); clip x0 to [-s, s] and divide by s. x0: (N, ...)."""
+    check_percentile(percentile)
+    flat = x0.abs().flatten(1)  # (N, D)
+    chunks = flat.split(max(1, 2**24 // flat.shape[1]))  # torch.quantile takes < 2^24 values
+    s = torch.cat([torch.quantile(c, percentile, dim=1) for c in chunks]).clamp_min(1)
+    s = s.reshape(-1, *(1,) * (x0.dim() - 1))
+    return torch.minimum(torch.maximum(x0, -s), s) / s
+
+
+class Thresholding(DenoiserWrapper):
+    """Threshold the predicted x0 and recompute eps = (x_t - alpha x0) / sigma from it, so every
+    sampler (whether it steps with x0, eps or both) uses the thresholded estimate.
+
+    Args:
+        method: static (clip to [-1, 1]) or dynamic (Saharia et al. 2022, Sec. 2.3).
+        percentile: p of the dynamic threshold, in (0, 1].
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        *,
+        method: Literal["static", "dynamic"],
+        percentile: float = DEFAULT_PERCENTILE,
+    ):
+        super().__init__(denoiser)
+        if method not in ("static", "dynamic"):
+            raise ValueError(f"unknown thresholding {method!r}; valid: ['static', 'dynamic']")
+        check_percentile(percentile)
+        self.method, self.percentile = method, percentile
+
+    def forward(self, x_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Denoised:
+        d = self.denoiser(x_t, t, cond)
+        if self.method == "static":
+            x0 = static_threshold(d.x0)
+        else:
+            x0 = dynamic_threshold(d.x0, self.percentile)
+        eps = eps_from_x0(x_t.to(x0.dtype), x0, self.coefs(t, x_t))
+        return Denoised(x0, eps, d.var_output, d.raw)
+
+
+# ----------------------------------------------------------------------------- classifier
+
+
+def to_classifier_path(target: Schedule, source: Schedule, x_t: Tensor, t: Tensor):
+    """Move (x_t, t) of ``source`` to the point of ``target`` with the same log-SNR: x_t / alpha
+    = x0 + (sigma / alpha) eps depends on the path only through the log-SNR (Kingma et al.
+    2021, Sec. 4; Karras et al. 2022, Eq. 4). Returns (x_t', t'), t' (N,) float64."""
+    if target == source:
+        return x_t, t
+    t_c = target.t_from_log_snr(source.log_snr(t)).clamp(0, 1)
+    a_c = target.coefs(t_c, x_t.dim()).alpha
+    a = source.coefs(t, x_t.dim()).alpha
+    return x_t * (a_c / a).to(x_t.dtype), t_c
+
+
+def class_log_prob_grad(
+    classifier: Classifier, schedule: Schedule, x_t: Tensor, t: Tensor, label: Tensor
+) -> Tensor:
+    """grad_x log p(y | x_t) of ``classifier`` at the denoiser's (x_t, t), (N, ...)."""
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        x_c, t_c = to_classifier_path(classifier.schedule, schedule, x, t)
+        log_p = classifier(x_c, t_c).float().log_softmax(dim=1)  # (N, K)
+        picked = log_p.gather(1, label.to(log_p.device)[:, None]).sum()
+        (grad,) = torch.autograd.grad(picked, x)
+    return grad
+
+
+def without_label(cond: Cond) -> Cond | None:
+    """``cond`` minus its label (None when nothing else is set)."""
+    rest = replace(cond, label=None)
+    return rest if rest.present() else None
+
+
+class ClassifierGuidance(DenoiserWrapper):
+    """Classifier guidance (Dhariwal & Nichol 2021, Eq. 14 and Alg. 2) on any path:
+    eps' = eps - s sigma(t) grad_x log p(y | x_t), with sigma(t) for their sqrt(1 - alpha_bar);
+    x0' = (x_t - sigma eps') / alpha. With s = 1 and an exact classifier this is the exact
+    conditional denoiser (Bayes' rule on the scores).
+
+    Args:
+        classifier: ``(x_t, t) -> logits`` on its own ``.schedule`` (see :class:`Classifier`);
+            inputs are moved to that path at equal log-SNR.
+        scale: s.
+        model_cond: pass ``cond`` to the denoiser; False for an unconditional model (the label
+            is then only the classifier's target).
+
+    ``cond.label`` gives the target class of each sample.
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        classifier: Classifier,
+        *,
+        scale: float,
+        model_cond: bool = True,
+    ):
+        super().__init__(denoiser)
+        self.classifier, self.scale, self.model_cond = classifier, scale, model_cond
+
+    def forward(self, x_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Denoised:
+        if cond is None or cond.label is None:
+            raise ValueError("classifier guidance needs target classes (cond.label)")
+        d = self.denoiser(x_t, t, cond if self.model_cond else without_label(cond))
+        t_n = _per_sample_t(t, x_t)
+        grad = class_log_prob_grad(self.classifier, self.schedule, x_t, t_n, cond.label)
+        c = self.coefs(t_n, x_t)
+        eps = d.eps - self.scale * c.sigma * grad.to(d.eps.dtype)
+        x0, eps = x0_eps_from_output("eps", eps, x_t.to(eps.dtype), c)
+        return Denoised(x0, eps, d.var_output, d.raw)
+
+
+# ----------------------------------------------------------------------------- all together
+
+
+@dataclass(frozen=True)
+class GuidanceOptions:
+    """Guidance beyond the CFG scale; validated on construction.
+
+    Attributes:
+        negative_label: class the CFG second branch uses instead of the null label.
+        interval: (t_lo, t_hi) where CFG applies (Kynkaanniemi et al. 2024).
+        rescale: CFG-rescale phi in [0, 1] (Lin et al. 2023).
+        threshold: none | static | dynamic (Saharia et al. 2022).
+        percentile: the dynamic threshold's p in (0, 1].
+        classifier: a noise-conditional classifier for classifier guidance, or None.
+        classifier_scale: its scale s (Dhariwal & Nichol 2021).
+    """
+
+    negative_label: int | None = None
+    interval: tuple[float, float] | None = None
+    rescale: float = 0.0
+    threshold: Threshold = "none"
+    percentile: float = DEFAULT_PERCENTILE
+    classifier: Classifier | None = field(default=None, compare=False)
+    classifier_scale: float = 1.0
+
+    def __post_init__(self):
+        check_interval(self.interval)
+        check_rescale(self.rescale)
+        check_percentile(self.percentile)
+        if self.threshold not in THRESHOLDS:
+            raise ValueError(f"unknown threshold {self.threshold!r}; valid: {list(THRESHOLDS)}")
+
+    def cfg_options(self) -> list[str]:
+        """Names of the set options that only classifier-free guidance uses."""
+        set_ = {
+            "negative class": self.negative_label is not None,
+            "guidance interval": self.interval is not None,
+            "CFG-rescale": self.rescale != 0,
+        }
+        return [name for name, on in set_.items() if on]
+
+
+def guide(
+    denoiser: nn.Module,
+    *,
+    scale: float,
+    num_classes: int,
+    options: GuidanceOptions,
+    cfg: bool = True,
+) -> nn.Module:
+    """Stack the wrappers ``options`` asks for: CFG (when ``cfg`` and scale != 1), classifier
+    guidance, thresholding. ``num_classes`` is the model's (0: unconditional)."""
+    den = denoiser
+    if cfg and num_classes and scale != 1:
+        other = options.negative_label if options.negative_label is not None else num_classes
+        den = ClassifierFreeGuidance(
+            den, scale=scale, uncond=label_cond(other), interval=options.interval,
+            rescale=options.rescale,
+        )  # fmt: skip
+    if options.classifier is not None:
+        den = ClassifierGuidance(
+            den, options.classifier, scale=options.classifier_scale, model_cond=num_classes > 0
+        )
+    if options.threshold != "none":
+        den = Thresholding(den, method=options.threshold, percentile=options.percentile)
+    return den

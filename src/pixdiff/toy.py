@@ -69,6 +69,16 @@ class GaussianMixture:
         """r_k(x_t) = p(k | x_t): (N, K)."""
         return torch.softmax(self._log_joint(x_t, alpha, sigma), dim=1)
 
+    def class_log_posterior(self, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """log p(k | x_t) = log r_k(x_t), (N, K) float64: the exact noise-conditional classifier
+        when each component is a class (Bayes' rule on the mixture; differentiable in x_t)."""
+        return torch.log_softmax(self._log_joint(x_t.double(), alpha, sigma), dim=1)
+
+    def classifier(self, schedule: Schedule) -> ExactClassifier:
+        """The exact classifier ``(x_t, t) -> log p(k | x_t)`` on ``schedule`` (for classifier
+        guidance, Dhariwal & Nichol 2021)."""
+        return ExactClassifier(self, schedule)
+
     def posterior_mean(self, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """E[x0 | x_t] for (N, D) x_t and (N, 1) alpha, sigma, in float64."""
         x_t, alpha, sigma = x_t.double(), alpha.double(), sigma.double()
@@ -158,3 +168,15 @@ class ExactDenoiser:
         n = x.shape[0]
         x0 = self.gm.posterior_mean(x, c.alpha.expand(n, 1), c.sigma.expand(n, 1))
         return Denoised(x0, eps_from_x0(x, x0, c), None, x0)
+
+
+class ExactClassifier:
+    """log p(k | x_t) of a GaussianMixture's components, called as ``(x_t, t) -> (N, K)``."""
+
+    def __init__(self, gm: GaussianMixture, schedule: Schedule):
+        self.gm, self.schedule = gm, schedule
+        self.num_classes = gm.means.shape[0]
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        c = self.schedule.coefs(t, 2)
+        return self.gm.class_log_posterior(x_t, c.alpha, c.sigma)

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 
 from pixdiff.checkpoint import LoadedModel, load
+from pixdiff.guidance import DEFAULT_PERCENTILE, THRESHOLDS, GuidanceOptions
 from pixdiff.images import make_grid, save_gif, save_png
+from pixdiff.noisy_classifier import load_noisy_classifier
 from pixdiff.pipelines.generate import TrajectoryRecorder, class_grid, generate
 from pixdiff.samplers import SAMPLERS
 from pixdiff.sampling import steps_for_nfe
@@ -66,6 +68,7 @@ def add_parser(sub) -> None:
         default=None,
         help="classifier-free guidance scale w (1 = conditional; default from the run)",
     )
+    _add_guidance_flags(p)
     p.add_argument("--seed", type=int, default=0, help="seed; image i uses seed + i")
     p.add_argument("--out", default="out/samples", help="output directory")
     p.add_argument("--batch-size", type=int, default=64, help="images per sampler batch")
@@ -80,22 +83,134 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_class(text: str | None, model: LoadedModel, n: int) -> torch.Tensor | None:
+def _add_guidance_flags(p) -> None:
+    g = p.add_argument_group("guidance (see docs/concepts.md, Guidance)")
+    g.add_argument(
+        "--negative-class",
+        default=None,
+        metavar="NAME_OR_ID",
+        help="steer away from this class: classifier-free guidance's second branch uses it "
+        "instead of the null label (works without --class too)",
+    )
+    g.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="apply classifier-free guidance only for times t in [LO, HI] (t = 1 is noise; "
+        "Kynkaanniemi et al. 2024); default: everywhere",
+    )
+    g.add_argument(
+        "--cfg-rescale",
+        type=float,
+        default=0.0,
+        metavar="PHI",
+        help="CFG-rescale phi in [0, 1] against over-exposure (Lin et al. 2023 use 0.7)",
+    )
+    g.add_argument(
+        "--threshold",
+        default="none",
+        choices=THRESHOLDS,
+        help="clip the predicted x0: static to [-1, 1], or dynamic (Imagen, Saharia et al. 2022)",
+    )
+    g.add_argument(
+        "--threshold-percentile",
+        type=float,
+        default=None,
+        metavar="P",
+        help="percentile p in (0, 1] of |x0| for --threshold dynamic "
+        f"(default {DEFAULT_PERCENTILE})",
+    )
+    g.add_argument(
+        "--classifier",
+        default=None,
+        metavar="DIR",
+        help="classifier guidance with a noise-conditional classifier from "
+        "`pixdiff train-classifier` (needs --class; works for unconditional models too)",
+    )
+    g.add_argument(
+        "--classifier-scale",
+        type=float,
+        default=None,
+        metavar="S",
+        help="classifier guidance scale s (Dhariwal & Nichol 2021; "
+        f"default {GuidanceOptions().classifier_scale:g})",
+    )
+
+
+def class_id(text: str, names: list[str], flag: str = "--class") -> int:
+    """A class name (case-insensitive) or id -> its id."""
+    lookup = {name.lower(): i for i, name in enumerate(names)}
+    if text.lower() in lookup:
+        return lookup[text.lower()]
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    raise ValueError(
+        f"unknown class {text!r} for {flag}; valid: {names} or ids 0..{len(names) - 1}"
+        + (", or 'all'" if flag == "--class" else "")
+    )
+
+
+def class_names(model: LoadedModel, classifier=None) -> list[str]:
+    """The class names to pick from: the model's, else a guiding classifier's, else none."""
+    if model.num_classes:
+        return model.class_names or [str(i) for i in range(model.num_classes)]
+    if classifier is not None:
+        return classifier.class_names or [str(i) for i in range(classifier.num_classes)]
+    return []
+
+
+def parse_class(
+    text: str | None, model: LoadedModel, n: int, classifier=None
+) -> torch.Tensor | None:
     """'all' cycles the classes; a name (case-insensitive) or an id selects one."""
     if text is None:
         return None
-    k = model.num_classes
-    if k == 0:
-        raise ValueError("--class given, but this model is unconditional")
-    names = model.class_names or [str(i) for i in range(k)]
+    names = class_names(model, classifier)
+    if not names:
+        raise ValueError("--class given, but this model is unconditional (add --classifier DIR)")
     if text == "all":
-        return torch.arange(n) % k
-    lookup = {name.lower(): i for i, name in enumerate(names)}
-    if text.lower() in lookup:
-        return torch.full((n,), lookup[text.lower()])
-    if text.isdigit() and int(text) < k:
-        return torch.full((n,), int(text))
-    raise ValueError(f"unknown class {text!r}; valid: {names} or ids 0..{k - 1}, or 'all'")
+        return torch.arange(n) % len(names)
+    return torch.full((n,), class_id(text, names))
+
+
+def guidance_options(args, model: LoadedModel) -> GuidanceOptions:
+    """The guidance flags as GuidanceOptions (validated there)."""
+    if args.classifier_scale is not None and args.classifier is None:
+        raise ValueError("--classifier-scale needs --classifier DIR")
+    if args.threshold_percentile is not None and args.threshold != "dynamic":
+        raise ValueError("--threshold-percentile needs --threshold dynamic")
+    negative = None
+    if args.negative_class is not None:
+        if not model.num_classes:
+            raise ValueError("--negative-class needs a class-conditional model; this one is not")
+        negative = class_id(args.negative_class, class_names(model), "--negative-class")
+    classifier = None
+    if args.classifier is not None:
+        classifier = load_noisy_classifier(args.classifier, device=args.device)
+    given = {"percentile": args.threshold_percentile, "classifier_scale": args.classifier_scale}
+    return GuidanceOptions(
+        negative_label=negative,
+        interval=tuple(args.guidance_interval) if args.guidance_interval else None,
+        rescale=args.cfg_rescale,
+        threshold=args.threshold,
+        classifier=classifier,
+        **{name: value for name, value in given.items() if value is not None},
+    )
+
+
+def cfg_scale(args, model: LoadedModel, *, steer: bool) -> float:
+    """--guidance, else the run's default when there is a class to steer by (or away from)."""
+    shaped = args.guidance_interval is not None or args.cfg_rescale != 0
+    if model.num_classes and not steer and (shaped or args.guidance not in (None, 1.0)):
+        raise ValueError(
+            "classifier-free guidance (--guidance, --guidance-interval, --cfg-rescale) steers "
+            "towards a class: pass --class NAME_OR_ID (or 'all') or --negative-class"
+        )
+    if args.guidance is not None:
+        return args.guidance
+    return model.config["train"]["sample"]["guidance"] if steer and model.num_classes else 1.0
 
 
 def load_model(path: str | None, *, ema: bool, device: str) -> LoadedModel:
@@ -110,12 +225,9 @@ def load_model(path: str | None, *, ema: bool, device: str) -> LoadedModel:
 
 def run(args) -> int:
     model = load_model(args.run, ema=not args.raw, device=args.device)
-    labels = parse_class(args.class_, model, args.num)
-    guidance = args.guidance
-    if guidance is not None and guidance != 1.0 and labels is None:
-        raise ValueError("--guidance steers towards a class: pass --class NAME_OR_ID (or 'all')")
-    if guidance is None:
-        guidance = model.config["train"]["sample"]["guidance"] if labels is not None else 1.0
+    options = guidance_options(args, model)
+    labels = parse_class(args.class_, model, args.num, options.classifier)
+    guidance = cfg_scale(args, model, steer=labels is not None or args.negative_class is not None)
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
     steps = steps_for_nfe(args.sampler, args.nfe) if args.nfe is not None else args.steps
     x = generate(
@@ -135,6 +247,7 @@ def run(args) -> int:
         recorder=recorder,
         dtype=torch.float64 if args.float64 else torch.float32,
         spacing=args.grid,
+        guidance_options=options,
     )
     paths = write_samples(x, Path(args.out), nrow=_row_length(labels, model, args.num))
     if recorder is not None:

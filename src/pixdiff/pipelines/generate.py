@@ -9,24 +9,16 @@ from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoised
-from pixdiff.guidance import ClassifierFreeGuidance, null_label_cond
+from pixdiff.guidance import DenoiserWrapper, GuidanceOptions, guide
 from pixdiff.sampling import sample
 
 
-class TrajectoryRecorder(nn.Module):
+class TrajectoryRecorder(DenoiserWrapper):
     """Wraps a denoiser and keeps (x_t, predicted x0) of every call, for trajectory GIFs."""
 
     def __init__(self, denoiser: nn.Module):
-        super().__init__()
-        self.denoiser = denoiser
+        super().__init__(denoiser)
         self.frames: list[tuple[Tensor, Tensor]] = []
-
-    @property
-    def schedule(self):
-        return self.denoiser.schedule
-
-    def coefs(self, t, x):
-        return self.denoiser.coefs(t, x)
 
     def forward(self, x_t: Tensor, t, cond: Cond | None = None) -> Denoised:
         out = self.denoiser(x_t, t, cond)
@@ -34,25 +26,60 @@ class TrajectoryRecorder(nn.Module):
         return out
 
 
-def class_cond(labels: Tensor | None, n: int, num_classes: int, guidance: float):
-    """The Cond for n samples and the guidance wrapper factory, validating the request."""
+def class_cond(
+    labels: Tensor | None,
+    n: int,
+    num_classes: int,
+    guidance: float,
+    *,
+    options: GuidanceOptions | None = None,
+) -> Cond | None:
+    """The Cond for n samples, validating the request against the model (``num_classes`` 0:
+    unconditional) and the guidance ``options`` (a classifier brings its own classes)."""
+    options = options or GuidanceOptions()
+    classifier = options.classifier
+    if classifier is not None and labels is None:
+        raise ValueError("classifier guidance steers towards a class: give the classes (--class)")
     if num_classes == 0:
-        if labels is not None:
+        _check_unconditional(guidance, options)
+        if labels is None:
+            return None
+        if classifier is None:
             raise ValueError("this model is unconditional: it cannot be asked for a class")
-        if guidance != 1.0:
-            raise ValueError(
-                f"guidance {guidance} needs a class-conditional model; this one is "
-                "unconditional (use --guidance 1)"
-            )
-        return None
+        return Cond(label=_label_ids(labels, n, classifier.num_classes))
+    if classifier is not None and classifier.num_classes != num_classes:
+        raise ValueError(
+            f"the classifier knows {classifier.num_classes} classes, the model {num_classes}"
+        )
+    if options.negative_label is not None:
+        _label_ids(torch.tensor([options.negative_label]), 1, num_classes, what="negative class")
     if labels is None:  # unconditional samples from a conditional model: the null label
         return Cond(label=torch.full((n,), num_classes, dtype=torch.long))
+    return Cond(label=_label_ids(labels, n, num_classes))
+
+
+def _check_unconditional(guidance: float, options: GuidanceOptions) -> None:
+    """Raise for classifier-free guidance asked of an unconditional model."""
+    if guidance != 1.0:
+        raise ValueError(
+            f"guidance {guidance} needs a class-conditional model; this one is "
+            "unconditional (use --guidance 1)"
+        )
+    if options.cfg_options():
+        raise ValueError(
+            f"{', '.join(options.cfg_options())} need(s) a class-conditional model; "
+            "this one is unconditional"
+        )
+
+
+def _label_ids(labels, n: int, num_classes: int, *, what: str = "class") -> Tensor:
+    """``labels`` as (n,) int64, each in [0, num_classes)."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     if labels.shape != (n,):
         raise ValueError(f"need {n} labels, got shape {tuple(labels.shape)}")
     if bool(((labels < 0) | (labels >= num_classes)).any()):
-        raise ValueError(f"class ids must be in [0, {num_classes - 1}], got {labels.tolist()}")
-    return Cond(label=labels)
+        raise ValueError(f"{what} ids must be in [0, {num_classes - 1}], got {labels.tolist()}")
+    return labels
 
 
 def generate(
@@ -73,22 +100,26 @@ def generate(
     recorder: TrajectoryRecorder | None = None,
     dtype: torch.dtype = torch.float32,
     spacing: str | None = None,
+    guidance_options: GuidanceOptions | None = None,
 ) -> Tensor:
     """n samples (N, C, H, W) in [-1, 1] (unclipped); sample i uses seed + i.
 
     Args:
         labels: (n,) class ids, or None for unconditional samples (the null label).
-        guidance: classifier-free guidance scale w (1 = plain conditional).
+        guidance: classifier-free guidance scale w (1 = plain conditional); applied when
+            labels or a negative class are given.
+        guidance_options: negative class, guidance interval, CFG-rescale, thresholding and
+            classifier guidance (see :class:`pixdiff.guidance.GuidanceOptions`).
         recorder: if given, wraps the denoiser to record the trajectory of the first batch.
         dtype: the sampler state's dtype (float64 for reference solutions).
         spacing: the time grid (default: by schedule, see pixdiff.sampling.default_spacing).
     """
     if n < 1:
         raise ValueError(f"number of samples must be >= 1, got {n}")
-    cond = class_cond(labels, n, num_classes, guidance)
-    den = denoiser
-    if cond is not None and labels is not None and guidance != 1.0:
-        den = ClassifierFreeGuidance(denoiser, scale=guidance, uncond=null_label_cond(num_classes))
+    guiding = guidance_options or GuidanceOptions()
+    cond = class_cond(labels, n, num_classes, guidance, options=guiding)
+    cfg = labels is not None or guiding.negative_label is not None
+    den = guide(denoiser, scale=guidance, num_classes=num_classes, options=guiding, cfg=cfg)
     out = []
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
