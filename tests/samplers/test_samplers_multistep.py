@@ -219,14 +219,14 @@ def test_pndm_pseudo_runge_kutta_step_is_fourth_order(schedule_name):
     + [("dpm-solver-2", {"order": 3}), ("sde-pc", {"corrector_steps": 2})],
 )
 def test_registry_counts_the_evaluations_a_run_makes(name, options):
-    """total_nfe is exact on an EDM Karras grid (Heun's count is an upper bound elsewhere)."""
+    """total_nfe is exact, or an upper bound for methods that skip stages on huge steps."""
     spec = SAMPLERS[name]
     for steps in range(1, 7):
         d = CountingDenoiser(GAUSS.exact_denoiser(get_schedule("edm")))
         ts = pixdiff.time_grid(d.schedule, steps)
         x_T = torch.randn(3, 2, dtype=torch.float64)
         spec.bind(options)(d, x_T, ts, generator=torch.Generator().manual_seed(0))
-        if name == "heun":  # an upper bound: the guard against huge steps takes Euler steps
+        if name in ("heun", "pndm"):  # upper bounds: huge steps are first-order (common.py)
             assert d.calls <= spec.total_nfe(steps, options), steps
             continue
         assert d.calls == spec.total_nfe(steps, options), steps

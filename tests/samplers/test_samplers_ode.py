@@ -7,8 +7,9 @@ from order_oracle import GAUSS, PATHS, CountingDenoiser, log_snr_grid, ode_error
 
 import pixdiff
 from pixdiff.samplers import SAMPLERS, SamplerSpec, sample_ddim
+from pixdiff.samplers.common import MAX_STAGE_RATIO
 from pixdiff.samplers.dpm_solver import dpmpp_update
-from pixdiff.samplers.euler import HEUN_MAX_RATIO, lms_coefficients
+from pixdiff.samplers.euler import lms_coefficients
 from pixdiff.sampling import default_spacing
 from pixdiff.schedules import get_schedule
 from pixdiff.toy import GaussianMixture
@@ -126,9 +127,9 @@ def test_nfe_per_step_is_honest(name):
     ts = pixdiff.time_grid(schedule, 6)
     spec.bind(None)(d, torch.randn(4, 2, dtype=torch.float64), ts)
     expected = 5 * spec.nfe_per_step + 1
-    if name == "heun":  # steps that shrink sigma~ more than HEUN_MAX_RATIO-fold are Euler steps
+    if name == "heun":  # steps that shrink sigma~ more than MAX_STAGE_RATIO-fold are Euler steps
         sig = (schedule.sigma(ts) / schedule.alpha(ts)).tolist()
-        expected -= sum(a > HEUN_MAX_RATIO * b for a, b in zip(sig[:-2], sig[1:-1], strict=True))
+        expected -= sum(a > MAX_STAGE_RATIO * b for a, b in zip(sig[:-2], sig[1:-1], strict=True))
     assert d.calls == expected
 
 

@@ -102,6 +102,13 @@ def scaled_sigma(schedule, t: Tensor) -> Tensor:
     return schedule.sigma(t) / schedule.alpha(t)
 
 
+# A multi-stage step (Heun's trapezoid, PNDM's pseudo Runge-Kutta) across a drop of sigma~ by
+# more than this factor is less accurate than a first-order step: its correction scales the
+# change of the x0 estimate by about the drop, e.g. ~1000x on the first step of a trailing grid
+# on a discrete VP schedule. Samplers take their first-order step there instead.
+MAX_STAGE_RATIO = 10.0
+
+
 def multistep_order(
     order: int, history: int, i: int, steps: int, s: Tensor, lower_order_final: bool
 ) -> int:

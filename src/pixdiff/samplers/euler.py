@@ -23,7 +23,13 @@ from torch import Tensor
 
 from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoised
-from pixdiff.samplers.common import Generators, randn_like, run_steps, scaled_sigma
+from pixdiff.samplers.common import (
+    MAX_STAGE_RATIO,
+    Generators,
+    randn_like,
+    run_steps,
+    scaled_sigma,
+)
 
 
 def euler_scaled(x: Tensor, den: Denoised, alpha_t: Tensor, sigma_t: Tensor, sigma_to) -> Tensor:
@@ -83,9 +89,6 @@ def churn(
     return schedule.alpha(t_hat) * x_hat, t_hat
 
 
-HEUN_MAX_RATIO = 10.0
-
-
 def heun_step(
     denoiser,
     x: Tensor,
@@ -101,7 +104,7 @@ def heun_step(
     churn to sigma~_hat, Euler to sigma~_s, then the trapezoidal (Heun) correction.
 
     The correction is skipped (an Euler step, 1 NFE) on a step to sigma~ = 0, from sigma~ = inf,
-    and on a step that shrinks sigma~ more than HEUN_MAX_RATIO-fold: there the trapezoid adds
+    and on a step that shrinks sigma~ more than MAX_STAGE_RATIO-fold: there the trapezoid adds
     (sigma~_hat / sigma~_s) / 2 times the change of the x0 estimate, amplifying it a hundredfold
     on the first step of a trailing grid on a VP schedule (sigma~ from ~1e4 to ~1e1). EDM's
     Karras grids shrink sigma~ by 1.4-2.5x per step and are unaffected."""
@@ -112,7 +115,7 @@ def heun_step(
     sigma_hat, sigma_s = scaled_sigma(sched, t), scaled_sigma(sched, s)
     den = denoiser(x, t, cond)
     x_s = euler_scaled(x, den, a_t, sigma_hat, sigma_s)
-    if sigma_s == 0 or torch.isinf(sigma_hat) or sigma_hat > HEUN_MAX_RATIO * sigma_s:
+    if sigma_s == 0 or torch.isinf(sigma_hat) or sigma_hat > MAX_STAGE_RATIO * sigma_s:
         return a_s * x_s
     d_s = denoiser(a_s * x_s, s, cond).eps  # d' at (x~_s, sigma~_s), Alg. 2 line 8
     return a_s * (x / a_t + (sigma_s - sigma_hat) * (den.eps + d_s) / 2)

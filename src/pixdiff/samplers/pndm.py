@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from pixdiff.conditioning import Cond
-from pixdiff.samplers.common import Generators, run_steps
+from pixdiff.samplers.common import MAX_STAGE_RATIO, Generators, run_steps
 
 # Adams-Bashforth weights, newest first (order 4 is Liu et al. 2022's PLMS).
 ADAMS_BASHFORTH = {
@@ -81,8 +81,8 @@ def pseudo_rk_step(denoiser, d, x: Tensor, t: Tensor, s: Tensor, cond: Cond | No
 
 
 def pndm_nfe(steps: int) -> int:
-    """Network evaluations of PNDM: 4 per pseudo-RK step (the first three, never the last step
-    to t = 0, which is a PLMS step), 1 per PLMS step."""
+    """Network evaluations of PNDM, at most: 4 per pseudo-RK step (the first three, never the
+    last step to t = 0, which is a PLMS step), 1 per PLMS step."""
     return steps + 3 * min(max(steps - 1, 0), 3)
 
 
@@ -128,8 +128,9 @@ def sample_pndm(
 ) -> Tensor:
     """PNDM sampling (Liu et al. 2022, Alg. 2): three pseudo Runge-Kutta steps, then PLMS.
 
-    NFE: see ``pndm_nfe`` (steps + 9 from four steps on). The step to t = 0 is always a PLMS
-    step, since the Runge-Kutta stages would need eps at t = 0, where it is undefined.
+    NFE: at most ``pndm_nfe`` (steps + 9 from four steps on). The step to t = 0 is always a PLMS
+    step, since the Runge-Kutta stages would need eps at t = 0, where it is undefined; so is a
+    warm-up step that shrinks sigma / alpha more than MAX_STAGE_RATIO-fold (see common.py).
 
     Args:
         x: (N, C, H, W) noise at ts[0]; ts: decreasing grid ending at 0.
@@ -142,7 +143,7 @@ def sample_pndm(
         d = denoiser(x, t, cond)
         history.insert(0, d.eps)
         del history[4:]
-        if i < 3 and s > 0:
+        if i < 3 and s > 0 and sigma[i] / alpha[i] <= MAX_STAGE_RATIO * sigma[i + 1] / alpha[i + 1]:
             return pseudo_rk_step(denoiser, d, x, t, s, cond)
         return plms_step(d.x0, history, alpha[i + 1], sigma[i + 1], sigma[i] / alpha[i])
 
