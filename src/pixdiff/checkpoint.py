@@ -177,6 +177,12 @@ def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cp
     load_state_into(net, state, str(weights))
     net.to(device).eval().requires_grad_(False)
     diff = config["train"]["diffusion"]
+    # runs from before diffusion.learn_sigma existed: the network config alone says it
+    if diff.get("learn_sigma", net.config.learn_sigma) != net.config.learn_sigma:
+        raise CheckpointError(
+            f"{config_path}: diffusion.learn_sigma={diff['learn_sigma']} but the network has "
+            f"learn_sigma={net.config.learn_sigma}; the config was edited or is corrupt"
+        )
     denoiser = Denoiser(
         net,
         schedule_from_dict(diff["schedule"]),

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
+from pixdiff.schedules import DiscreteSchedule, schedule_from_dict
+
 Loss = Literal["mse", "l1", "huber"]
 Weighting = Literal["none", "min-snr"]
 TimeSampling = Literal["uniform", "log-normal", "logit-normal"]
@@ -56,6 +58,26 @@ class DiffusionConfig:
     p_std: float = 1.2
     sigma_data: float = 0.5
     label_dropout: float = 0.1  # for classifier-free guidance (Ho & Salimans 2022)
+    # learned reverse variance with the hybrid loss L_simple + vlb_weight L_vlb (Nichol &
+    # Dhariwal 2021, Eq. 15-16); the network outputs twice the channels
+    learn_sigma: bool = False
+    vlb_weight: float = 0.001
+
+    def __post_init__(self) -> None:
+        if self.vlb_weight < 0:
+            raise ValueError(f"diffusion.vlb_weight must be >= 0, got {self.vlb_weight}")
+        if not self.learn_sigma:
+            return
+        if not isinstance(schedule_from_dict(self.schedule), DiscreteSchedule):
+            raise ValueError(
+                f"diffusion.learn_sigma needs a discrete beta schedule (linear, cosine, ...), "
+                f"got {self.schedule.get('kind')!r}; use --formulation ddpm or v-cosine"
+            )
+        if self.time_sampling != "uniform":
+            raise ValueError(
+                "diffusion.learn_sigma needs time_sampling 'uniform' (its VLB term T L_t "
+                f"assumes uniform timesteps), got {self.time_sampling!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,21 @@ The network predicts its own parameterization (eps, x0, v, flow velocity, EDM's 
 is built from the true (x0, eps) by ``prediction.target_from_x0_eps``, so EDM's loss (Karras et
 al. 2022, Eq. 8: lambda(sigma) c_out^2 = 1, i.e. unit weight on F) and flow matching's velocity
 loss (Lipman et al. 2022, Eq. 23) are the same code path as DDPM's L_simple (Ho et al. 2020,
-Eq. 14).
+Eq. 14). With ``learn_sigma`` the hybrid loss of improved DDPM adds the variational bound's
+term for the learned variance (Nichol & Dhariwal 2021, Eq. 16).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from pixdiff.conditioning import Cond
 from pixdiff.config import DiffusionConfig
-from pixdiff.denoiser import Denoiser
+from pixdiff.denoiser import Denoised, Denoiser
+from pixdiff.eval.likelihood import reverse_log_variance, vlb_term
 from pixdiff.prediction import target_from_x0_eps
 from pixdiff.schedules import DiscreteSchedule, Schedule, q_sample
 
@@ -92,7 +96,34 @@ def diffusion_loss(
         per_sample = per_sample * min_snr_weight(
             schedule.log_snr(t).float(), denoiser.prediction, cfg.min_snr_gamma
         )
+    if cfg.learn_sigma:
+        per_sample = per_sample + cfg.vlb_weight * vlb_loss(schedule, x0, x_t, t, out)
     return per_sample.mean()
+
+
+def vlb_loss(schedule: Schedule, x0: Tensor, x_t: Tensor, t: Tensor, out: Denoised) -> Tensor:
+    """T L_t in bits/dim per sample, (N,): the L_vlb term of improved DDPM's hybrid loss
+    (Nichol & Dhariwal 2021, Sec. 3.1, Eq. 16).
+
+    L_t is the bound's term at the sampled timestep (KL for t > 1, the discretized decoder NLL
+    at t = 1; ``eval.likelihood.vlb_term``) under the learned variance (Eq. 15), with the
+    gradient of the mean stopped so that L_vlb trains only the variance. With uniform t, T L_t
+    is unbiased for L_vlb = sum_t L_t; at T = 1000 and weight 0.001 it is improved-diffusion's
+    ``mse + vb``.
+
+    Args:
+        x0, x_t: (N, C, H, W); t: (N,) times on the schedule's nodes; out: the denoiser's
+            output at (x_t, t), with ``var_output``.
+    """
+    if not isinstance(schedule, DiscreteSchedule) or out.var_output is None:
+        raise ValueError(
+            "the learned-variance loss needs a DiscreteSchedule and a denoiser with learn_sigma"
+        )
+    index = schedule.timestep(t).round().long().to(x0.device)
+    log_var = reverse_log_variance(schedule, index, "learned", out.var_output, x0.dim())
+    nats = vlb_term(schedule, x0, x_t, index, out.x0.detach(), log_var)
+    bits_per_dim = nats / (x0[0].numel() * math.log(2))
+    return (schedule.num_timesteps * bits_per_dim).to(out.x0.dtype)
 
 
 def drop_labels(label: Tensor, p: float, num_classes: int, generator: torch.Generator) -> Tensor:

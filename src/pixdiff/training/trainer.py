@@ -113,12 +113,20 @@ def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def net_config_for(cfg: TrainConfig, data: ImageSet):
-    """The network config: the preset, fitted to the data, then the user's overrides."""
+    """The network config: the preset, fitted to the data and to diffusion.learn_sigma (which
+    doubles the output channels), then the user's overrides."""
     fitted = {"in_channels": data.images.shape[1], "image_size": data.images.shape[-1]}
     if isinstance(preset(cfg.model.preset), UNetConfig):
         fitted["out_channels"] = data.images.shape[1]
     use_labels = cfg.data.conditional and data.labels is not None
     fitted["num_classes"] = data.num_classes if use_labels else 0
+    fitted["learn_sigma"] = cfg.diffusion.learn_sigma
+    asked = cfg.model.overrides.get("learn_sigma", cfg.diffusion.learn_sigma)
+    if asked != cfg.diffusion.learn_sigma:
+        raise TrainingError(
+            f"model.overrides.learn_sigma={asked} contradicts diffusion.learn_sigma="
+            f"{cfg.diffusion.learn_sigma}; set diffusion.learn_sigma (it also adds the VLB loss)"
+        )
     return preset(cfg.model.preset, **{**fitted, **cfg.model.overrides})
 
 
