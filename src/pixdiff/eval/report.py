@@ -23,6 +23,7 @@ from pixdiff.eval.fid import (
     kid,
     precision_recall,
 )
+from pixdiff.guidance import GuidanceOptions
 from pixdiff.pipelines.generate import generate
 
 SAMPLE_METRICS = ("fd", "kid", "pr", "is", "acc")
@@ -51,6 +52,7 @@ class SampleSpec:
     batch_size: int = 250
     device: str = "cpu"
     progress: bool = False
+    options: GuidanceOptions | None = None  # thresholding, CFG-rescale, ... (pixdiff.guidance)
 
 
 def balanced_labels(n: int, num_classes: int) -> Tensor | None:
@@ -58,8 +60,11 @@ def balanced_labels(n: int, num_classes: int) -> Tensor | None:
     return torch.arange(n) % num_classes if num_classes else None
 
 
-def draw_samples(model: LoadedModel, spec: SampleSpec) -> tuple[Tensor, Tensor | None]:
-    """spec.n samples clipped to [-1, 1], class-balanced when the model is conditional."""
+def draw_samples(
+    model: LoadedModel, spec: SampleSpec, *, clip: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """spec.n samples (clipped to [-1, 1] unless ``clip`` is False) and their labels,
+    class-balanced when the model is conditional."""
     labels = balanced_labels(spec.n, model.num_classes)
     x = generate(
         model.denoiser,
@@ -74,8 +79,9 @@ def draw_samples(model: LoadedModel, spec: SampleSpec) -> tuple[Tensor, Tensor |
         batch_size=spec.batch_size,
         device=spec.device,
         progress=spec.progress,
+        guidance_options=spec.options,
     )
-    return x.clamp(-1, 1), labels
+    return (x.clamp(-1, 1) if clip else x), labels
 
 
 def score_images(
