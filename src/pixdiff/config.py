@@ -100,6 +100,10 @@ class RunConfig:
     seed: int = 0
     log_every: int = 50
     sample_every: int = 1000  # 0 disables periodic sample grids
+    eval_every: int = 0  # metrics of the EMA model every K steps into eval.csv; 0 disables
+    eval_n: int = 1000  # samples per periodic evaluation
+    eval_metrics: str = "fd,kid,acc"  # any of pixdiff.eval.report.SAMPLE_METRICS
+    eval_extractor: str = "fashion-classifier"  # feature extractor name or local path
     checkpoint_every: int = 1000
     precision: Precision = "fp32"
     channels_last: bool = False

@@ -48,3 +48,12 @@ def test_eval_bits_per_dim_bound(cache):
     # the parts add up; a model that learned anything beats 8 bits/dim (uniform over 256 levels)
     assert abs(bpd["prior"] + bpd["decoder"] + bpd["kl"] - bpd["bpd"]) < 1e-6
     assert 0 < bpd["bpd"] < 8
+
+
+def test_periodic_eval_refuses_a_mismatched_extractor():
+    from pixdiff.eval.report import PeriodicEval
+
+    with pytest.raises(ValueError, match=r"takes images shaped \(1, 28, 28\), the model makes"):
+        PeriodicEval("emoji", "fashion-classifier", "fd", (3, 32, 32), "cpu")
+    with pytest.raises(ValueError, match="none of 'bpd'"):
+        PeriodicEval("fashion-mnist", "fashion-classifier", "bpd", (1, 28, 28), "cpu")

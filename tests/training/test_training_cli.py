@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -280,3 +281,17 @@ def test_sample_nfe_grid_and_float64_take_effect(tiny_run, tmp_path):
     assert np.abs(a - b).max() > 0  # trailing (default) and linspace grids differ
     bad = cli("sample", str(tiny_run), "--nfe", "0", "--out", str(tmp_path / "c"), check=False)
     assert bad.returncode == 2 and "too small" in bad.stderr
+
+
+def test_eval_every_writes_eval_csv(tmp_path, monkeypatch):
+    """--eval-every K scores EMA samples every K steps into eval.csv (tiny: 130 samples, the
+    fewest FD accepts with the classifier's 128-d features, 2 DDIM steps)."""
+    monkeypatch.setenv("PIXDIFF_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    argv = ["train", "--data", "fashion-mnist", "--out", str(out), *TINY, "--steps", "4"]
+    argv += ["--eval-every", "2", "--set", "run.eval_n=130", "--set", "sample.steps=2"]
+    argv += ["--set", "model.overrides.attention_resolutions=[14]"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "eval.csv").open()))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert all(float(r["fd"]) > 0 and 0 <= float(r["acc"]) <= 1 for r in rows)

@@ -55,6 +55,14 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="global batch (optim.batch_size)")
     p.add_argument("--image-size", type=int, default=None, help="image size (data.image_size)")
     p.add_argument("--seed", type=int, default=None, help="seed (run.seed)")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        metavar="K",
+        help="every K steps score run.eval_n EMA samples (run.eval_metrics, default "
+        "fd,kid,acc, against the dataset's test split) into eval.csv (run.eval_every)",
+    )
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (run.device)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -85,6 +93,7 @@ def build_config(args) -> TrainConfig:
         "optim.batch_size": args.batch_size,
         "data.image_size": args.image_size,
         "run.seed": args.seed,
+        "run.eval_every": args.eval_every,
         "run.device": args.device,
         "data.skip_bad_images": True if args.skip_bad_images else None,
     }

@@ -29,6 +29,8 @@ from pixdiff.pipelines.generate import generate
 SAMPLE_METRICS = ("fd", "kid", "pr", "is", "acc")
 LIKELIHOOD_METRICS = ("bpd",)
 METRICS = SAMPLE_METRICS + LIKELIHOOD_METRICS
+# the columns score_images can fill (eval.csv in training)
+EVAL_FIELDS = ["fd", "kid", "kid_std", "precision", "recall", "is", "is_std", "acc"]
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -65,13 +67,20 @@ def draw_samples(
 ) -> tuple[Tensor, Tensor | None]:
     """spec.n samples (clipped to [-1, 1] unless ``clip`` is False) and their labels,
     class-balanced when the model is conditional."""
-    labels = balanced_labels(spec.n, model.num_classes)
+    return draw_from(model.denoiser, model.image_shape, model.num_classes, spec, clip=clip)
+
+
+def draw_from(
+    denoiser, image_shape, num_classes: int, spec: SampleSpec, *, clip: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`draw_samples` for a bare denoiser (as the trainer holds it)."""
+    labels = balanced_labels(spec.n, num_classes)
     x = generate(
-        model.denoiser,
-        model.image_shape,
+        denoiser,
+        image_shape,
         n=spec.n,
         labels=labels,
-        num_classes=model.num_classes,
+        num_classes=num_classes,
         guidance=spec.guidance if labels is not None else 1.0,
         sampler=spec.sampler,
         steps=spec.steps,
@@ -139,3 +148,30 @@ def format_table(results: dict[str, float]) -> str:
     return "\n".join(
         f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in rows
     )
+
+
+class PeriodicEval:
+    """The metrics of ``--eval-every`` in training: the real statistics and the extractor are
+    loaded once; each call scores fresh samples of the current (EMA) denoiser."""
+
+    def __init__(self, dataset: str, extractor: str, metrics: str, image_shape, device):
+        from pixdiff.eval.features import load_extractor
+        from pixdiff.eval.fid import reference_stats
+
+        self.metrics = [m for m in parse_metrics(metrics) if m in SAMPLE_METRICS]
+        if not self.metrics:
+            raise ValueError(f"run.eval_metrics: none of {metrics!r} is one of {SAMPLE_METRICS}")
+        self.extractor = load_extractor(extractor, device=str(device))
+        if tuple(self.extractor.input_shape) != tuple(image_shape):
+            raise ValueError(
+                f"run.eval_extractor {extractor!r} takes images shaped "
+                f"{tuple(self.extractor.input_shape)}, the model makes {tuple(image_shape)}; "
+                "set run.eval_extractor to an extractor for this data"
+            )
+        split = "test" if dataset == "fashion-mnist" else "train"
+        self.reference = reference_stats(dataset, split, self.extractor)
+        self.image_shape = tuple(image_shape)
+
+    def __call__(self, denoiser, num_classes: int, spec: SampleSpec) -> dict[str, float]:
+        x, labels = draw_from(denoiser, self.image_shape, num_classes, spec)
+        return score_images(x, labels, self.reference, self.extractor, self.metrics)

@@ -39,6 +39,7 @@ from pixdiff.conditioning import Cond
 from pixdiff.config import TrainConfig, to_dict
 from pixdiff.data import ImageSet, batches, load_dataset
 from pixdiff.denoiser import Denoiser
+from pixdiff.eval.report import EVAL_FIELDS, PeriodicEval, SampleSpec
 from pixdiff.images import make_grid, save_png
 from pixdiff.nets import UNetConfig, build_net, preset
 from pixdiff.pipelines.generate import class_grid
@@ -202,12 +203,14 @@ def restore_checkpoint(run_dir: Path, state: TrainState) -> None:
 
 
 class CSVLog:
-    """log.csv with one row per logged step; on resume, rows past the checkpoint are dropped."""
+    """A CSV log with one row per logged step (log.csv, eval.csv); on resume, rows past the
+    checkpoint are dropped."""
 
     FIELDS = ["step", "loss", "lr", "img_per_s", "grad_norm", "elapsed_s"]
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path, resume_step: int | None, fields: list[str] | None = None):
         self.path = path
+        self.FIELDS = fields or self.FIELDS
         rows = []
         if resume_step is not None and path.exists():
             with path.open() as f:
@@ -357,6 +360,9 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
         device=device,
     )
     log = CSVLog(out / "log.csv", state.step) if world.is_main else None
+    periodic = (
+        _periodic_eval(cfg, data, net_cfg, out, state.step, device) if world.is_main else None
+    )
     if world.is_main and state.step == 0:
         save_checkpoint(out, state, config_json)
     bar = tqdm(
@@ -387,6 +393,8 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
                 last_log, imgs = now, 0
             if world.is_main and cfg.run.sample_every and step % cfg.run.sample_every == 0:
                 sample_grid(ema_denoiser, cfg, out / "samples" / f"step_{step:07d}.png", device)
+            if periodic is not None and step % cfg.run.eval_every == 0:
+                periodic(ema_denoiser, step)
             done = step == cfg.run.steps or stop.requested
             if world.is_main and (step % cfg.run.checkpoint_every == 0 or done):
                 save_checkpoint(out, state, config_json)
@@ -397,6 +405,32 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
                     f"stopped at step {step}; checkpoint saved in {out} (continue with --resume)"
                 )
     bar.close()
+
+
+def _periodic_eval(cfg: TrainConfig, data: ImageSet, net_cfg, out: Path, step: int, device):
+    """The ``run.eval_every`` callback (None when disabled): scores EMA samples into eval.csv."""
+    if not cfg.run.eval_every:
+        return None
+    shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
+    evaluator = PeriodicEval(
+        cfg.data.name, cfg.run.eval_extractor, cfg.run.eval_metrics, shape, device
+    )
+    fields = ["step", *EVAL_FIELDS]
+    log = CSVLog(out / "eval.csv", step, fields)
+    spec = SampleSpec(
+        n=cfg.run.eval_n,
+        sampler=cfg.sample.sampler,
+        steps=cfg.sample.steps,
+        guidance=cfg.sample.guidance,
+        seed=cfg.run.seed,
+        device=str(device),
+    )
+
+    def run(denoiser, step: int) -> None:
+        scores = evaluator(denoiser, net_cfg.num_classes, spec)
+        log.write(step=step, **{k: f"{scores[k]:.6g}" for k in EVAL_FIELDS if k in scores})
+
+    return run
 
 
 def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, device):
