@@ -13,11 +13,14 @@ prediction x0. Steps with infinite h need care:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from pixdiff.conditioning import Cond
 from pixdiff.samplers.common import (
+    MAX_STAGE_RATIO,
     Generators,
     half_log_snr,
     multistep_order,
@@ -46,7 +49,12 @@ def dpm_solver_step(
 ) -> Tensor:
     """One singlestep DPM-Solver-k step in noise prediction (Lu et al. 2022): k = 1 is Eq. 3.7,
     k = 2 is Alg. 1 (DPM-Solver-2, r1 = 1/2), k = 3 is Alg. 2 (DPM-Solver-3, r1 = 1/3,
-    r2 = 2/3); k NFE. A step with infinite h is the first-order step's limit (DDIM)."""
+    r2 = 2/3); k NFE. A step with infinite h is the first-order step's limit (DDIM).
+
+    A step that shrinks sigma / alpha more than MAX_STAGE_RATIO-fold (h > ln 10) is taken at
+    first order, 1 NFE: the higher-order terms scale eps differences by sigma_s (e^h - 1), which
+    on the first step of a trailing grid on a discrete VP schedule (h ~ 8) amplifies them
+    ~3000-fold (see common.py)."""
     sched = denoiser.schedule
     lam_t = half_log_snr(sched, t)
     h = half_log_snr(sched, s) - lam_t
@@ -55,7 +63,7 @@ def dpm_solver_step(
         return sched.alpha(s) * den.x0 + sched.sigma(s) * den.eps
     eps_t, sigma_s = den.eps, sched.sigma(s)
     x_s = dpm_solver_1(sched, x, t, s, eps_t)
-    if order == 1:
+    if order == 1 or h > math.log(MAX_STAGE_RATIO):
         return x_s
     r1 = 0.5 if order == 2 else 1 / 3
     u1 = _t_at(sched, lam_t + r1 * h)
