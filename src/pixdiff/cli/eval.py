@@ -86,6 +86,13 @@ def add_parser(sub) -> None:
         "through the probability-flow ODE (any schedule; Hutchinson trace, dequantized)",
     )
     p.add_argument(
+        "--bpd-variance",
+        default=None,
+        choices=("small", "large", "learned"),
+        help="bound: the reverse-process variance (default: learned for learned-variance "
+        "models, else small)",
+    )
+    p.add_argument(
         "--bpd-t-samples",
         type=int,
         default=0,
@@ -199,6 +206,7 @@ def _bits_per_dim(model, dataset: str, args) -> dict[str, float]:
                 x,
                 cond=cond,
                 num_t_samples=k,
+                variance=args.bpd_variance,
                 batch_size=args.batch_size,
                 generator=generator,
             )
@@ -208,6 +216,7 @@ def _bits_per_dim(model, dataset: str, args) -> dict[str, float]:
     bpd = torch.cat(parts).double()
     out = {
         "method": args.bpd_method,
+        "variance": args.bpd_variance if args.bpd_method == "bound" else None,
         "n": n,
         "bpd": bpd.mean().item(),
         "stderr": (bpd.std() / n**0.5).item() if n > 1 else float("nan"),
