@@ -16,15 +16,6 @@ from pixdiff.eval import (
 from pixdiff.eval.classifier import DEFAULT_DIR, random_shift
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded: two OpenMP threads on two busy cores can be far slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def shipped() -> FashionClassifier:
     return load_classifier()

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from pixdiff.cli.sample import load_model, parse_class
+from pixdiff.cli.sample import add_run_argument, load_model, parse_class
 from pixdiff.eval.sampler_sweep import (
     DEFAULT_NFES,
     DEFAULT_SAMPLERS,
@@ -42,12 +42,7 @@ def add_parser(sub) -> None:
         "deterministic samplers converge to the reference.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "run",
-        nargs="?",
-        default=None,
-        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST model)",
-    )
+    add_run_argument(p)
     p.add_argument(
         "--samplers",
         default=",".join(DEFAULT_SAMPLERS),

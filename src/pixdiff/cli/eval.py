@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from pixdiff.cli.sample import load_model
+from pixdiff.cli.sample import add_run_argument, load_model
 from pixdiff.conditioning import Cond
 from pixdiff.data import load_dataset, to_model_space
 from pixdiff.eval.features import DEFAULT_EXTRACTOR, load_extractor
@@ -43,12 +43,7 @@ def add_parser(sub) -> None:
         "discrete schedules, or the probability-flow ODE with --bpd-method ode).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "run",
-        nargs="?",
-        default=None,
-        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST model)",
-    )
+    add_run_argument(p)
     p.add_argument(
         "--metrics",
         default="fd,kid,pr,acc",

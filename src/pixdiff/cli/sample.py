@@ -19,6 +19,16 @@ from pixdiff.timesteps import SPACINGS
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "fashion_unet"
 
 
+def add_run_argument(p: argparse.ArgumentParser) -> None:
+    """The optional RUN positional that sample, eval and bench share."""
+    p.add_argument(
+        "run",
+        nargs="?",
+        default=None,
+        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST model)",
+    )
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "sample",
@@ -26,12 +36,7 @@ def add_parser(sub) -> None:
         description="Generate images; writes grid.png and one PNG per image into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "run",
-        nargs="?",
-        default=None,
-        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST model)",
-    )
+    add_run_argument(p)
     p.add_argument("-n", "--num", type=int, default=64, help="number of images")
     p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS), help="sampler")
     p.add_argument("--steps", type=int, default=50, help="sampler steps")
@@ -63,6 +68,12 @@ def add_parser(sub) -> None:
         help="class name or id for every image; 'all' cycles through the classes",
     )
     p.add_argument(
+        "--prompt",
+        default=None,
+        metavar="TEXT",
+        help="prompt for every image, for a text-conditioned model (trained on captioned data)",
+    )
+    p.add_argument(
         "--guidance",
         type=float,
         default=None,
@@ -91,6 +102,13 @@ def _add_guidance_flags(p) -> None:
         metavar="NAME_OR_ID",
         help="steer away from this class: classifier-free guidance's second branch uses it "
         "instead of the null label (works without --class too)",
+    )
+    g.add_argument(
+        "--negative-prompt",
+        default=None,
+        metavar="TEXT",
+        help="steer away from this prompt: classifier-free guidance's second branch uses it "
+        "instead of the empty prompt (text-conditioned models; works without --prompt too)",
     )
     g.add_argument(
         "--guidance-interval",
@@ -192,6 +210,7 @@ def guidance_options(args, model: LoadedModel) -> GuidanceOptions:
     given = {"percentile": args.threshold_percentile, "classifier_scale": args.classifier_scale}
     return GuidanceOptions(
         negative_label=negative,
+        negative_prompt=args.negative_prompt,
         interval=tuple(args.guidance_interval) if args.guidance_interval else None,
         rescale=args.cfg_rescale,
         threshold=args.threshold,
@@ -200,17 +219,47 @@ def guidance_options(args, model: LoadedModel) -> GuidanceOptions:
     )
 
 
+def check_conditioning_flags(args, model: LoadedModel) -> None:
+    """One clear line for a class flag on a text model or a prompt flag on any other."""
+    given = {
+        "--class": args.class_,
+        "--negative-class": args.negative_class,
+        "--prompt": args.prompt,
+        "--negative-prompt": args.negative_prompt,
+    }
+    classes = [f for f in ("--class", "--negative-class") if given[f] is not None]
+    prompts = [f for f in ("--prompt", "--negative-prompt") if given[f] is not None]
+    if model.text_encoder is not None and classes:
+        raise ValueError(
+            f"{' and '.join(classes)} given, but this model is text-conditioned: "
+            "use --prompt TEXT (and --negative-prompt TEXT)"
+        )
+    if model.text_encoder is None and prompts:
+        kind = "class-conditional (use --class)" if model.num_classes else "unconditional"
+        raise ValueError(
+            f"{' and '.join(prompts)} need(s) a text-conditioned model (trained on captioned "
+            f"data); this one is {kind}"
+        )
+
+
 def cfg_scale(args, model: LoadedModel, *, steer: bool) -> float:
-    """--guidance, else the run's default when there is a class to steer by (or away from)."""
+    """--guidance, else the run's default when there is a class or prompt to steer by (or away
+    from)."""
     shaped = args.guidance_interval is not None or args.cfg_rescale != 0
-    if model.num_classes and not steer and (shaped or args.guidance not in (None, 1.0)):
+    conditional = model.num_classes or model.text_encoder is not None
+    if conditional and not steer and (shaped or args.guidance not in (None, 1.0)):
+        how = (
+            "--prompt TEXT or --negative-prompt TEXT"
+            if model.text_encoder is not None
+            else "--class NAME_OR_ID (or 'all') or --negative-class"
+        )
         raise ValueError(
             "classifier-free guidance (--guidance, --guidance-interval, --cfg-rescale) steers "
-            "towards a class: pass --class NAME_OR_ID (or 'all') or --negative-class"
+            f"towards a condition: pass {how}"
         )
     if args.guidance is not None:
         return args.guidance
-    return model.config["train"]["sample"]["guidance"] if steer and model.num_classes else 1.0
+    return model.config["train"]["sample"]["guidance"] if steer and conditional else 1.0
 
 
 def load_model(path: str | None, *, ema: bool, device: str) -> LoadedModel:
@@ -225,9 +274,11 @@ def load_model(path: str | None, *, ema: bool, device: str) -> LoadedModel:
 
 def run(args) -> int:
     model = load_model(args.run, ema=not args.raw, device=args.device)
+    check_conditioning_flags(args, model)
     options = guidance_options(args, model)
     labels = parse_class(args.class_, model, args.num, options.classifier)
-    guidance = cfg_scale(args, model, steer=labels is not None or args.negative_class is not None)
+    steer = [labels, args.negative_class, args.prompt, args.negative_prompt]
+    guidance = cfg_scale(args, model, steer=any(s is not None for s in steer))
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
     steps = steps_for_nfe(args.sampler, args.nfe) if args.nfe is not None else args.steps
     x = generate(
@@ -235,6 +286,7 @@ def run(args) -> int:
         model.image_shape,
         n=args.num,
         labels=labels,
+        prompts=args.prompt,
         num_classes=model.num_classes,
         guidance=guidance,
         sampler=args.sampler,
