@@ -2,8 +2,10 @@
 
 A run directory holds::
 
-    config.json              training config, resolved network config, class names
-    model.safetensors        raw weights (for users)
+    config.json              training config, resolved network config, class names,
+                             whether the model is text-conditioned
+    model.safetensors        raw weights (for users); a text-conditioned model's keys are
+                             ``net.*`` and ``text_encoder.*`` (its trained part)
     ema.safetensors          EMA weights (what sampling uses by default)
     train_state.safetensors  everything resume needs in ONE file: model, EMA, optimizer,
                              step, RNG states; replaced atomically, so a killed run resumes
@@ -25,9 +27,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from pixdiff.config import TextConfig, from_dict
 from pixdiff.denoiser import Denoiser
 from pixdiff.files import atomic_write
 from pixdiff.nets import DiTConfig, UNetConfig, build_net
+from pixdiff.nets.text import PromptEncoder, TextConditionedNet, build_text_encoder, text_encoder_of
 from pixdiff.schedules import schedule_from_dict
 
 CONFIG, MODEL, EMA, TRAIN_STATE = (
@@ -144,6 +148,11 @@ class LoadedModel:
     def num_classes(self) -> int:
         return self.net.config.num_classes
 
+    @property
+    def text_encoder(self) -> PromptEncoder | None:
+        """The prompt encoder of a text-conditioned model, else None."""
+        return text_encoder_of(self.net)
+
 
 def find_weights(path: Path, ema: bool) -> tuple[Path, Path]:
     """(weights file, config file) for a run directory or a .safetensors file beside config.json."""
@@ -173,6 +182,9 @@ def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cp
         if key not in config:
             raise CheckpointError(f"{config_path} lacks the {key!r} section; is it a pixdiff run?")
     net = build_net(net_config_from_dict(config["net"]))
+    if config.get("text_conditioned"):  # the encoder's weights are in the same file
+        text = from_dict(TextConfig, config["train"].get("text", {}), f"{config_path}: train.text")
+        net = TextConditionedNet(net, build_text_encoder(text))
     state, _ = read_tensors(weights)
     load_state_into(net, state, str(weights))
     net.to(device).eval().requires_grad_(False)

@@ -32,7 +32,41 @@ class DataConfig:
     channels: int | None = None  # None: the dataset's own (1 for Fashion-MNIST, 3 otherwise)
     flip: bool = False  # random horizontal flips
     skip_bad_images: bool = False
-    conditional: bool = True  # class-conditional when the dataset has labels
+    # condition on what the data has: captions -> text (labels then unused; see text.enabled),
+    # else labels
+    conditional: bool = True
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text conditioning, used when the data has captions, ``data.conditional`` and ``enabled``.
+
+    The denoiser sees token embeddings (N, L, width) through cross-attention and their masked
+    mean (N, width) added to the timestep embedding (Imagen, Saharia et al. 2022, Sec. 2.4).
+    """
+
+    enabled: bool = True  # false: ignore captions (e.g. to train on a folder's labels instead)
+    # builtin: a byte-level Transformer trained with the denoiser (pixdiff.nets.text); or PATH:
+    # a local Hugging Face T5 encoder / CLIP text model, frozen, with a trained projection
+    encoder: str = "builtin"
+    width: int = 128  # context width the denoiser sees (the builtin encoder's width)
+    layers: int = 2  # builtin encoder only
+    heads: int = 4  # builtin encoder only
+    max_length: int = 80  # tokens including BOS/EOS; longer prompts are truncated (a warning)
+    prompt_dropout: float = 0.1  # train on the empty prompt this often, for CFG (Ho & Salimans)
+
+    def __post_init__(self) -> None:
+        small = {
+            n: getattr(self, n)
+            for n, least in (("width", 1), ("layers", 1), ("heads", 1), ("max_length", 3))
+            if getattr(self, n) < least
+        }
+        if small:
+            raise ValueError(f"text: {small} too small (max_length counts BOS and EOS, >= 3)")
+        if self.width % self.heads:
+            raise ValueError(f"text.width {self.width} is not divisible by text.heads {self.heads}")
+        if not 0 <= self.prompt_dropout < 1:
+            raise ValueError(f"text.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +163,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     sample: SampleDefaults = field(default_factory=SampleDefaults)
+    text: TextConfig = field(default_factory=TextConfig)
 
 
 # Formulation presets: the diffusion section for each family the core supports.

@@ -121,7 +121,9 @@ class ClassifierFreeGuidance(DenoiserWrapper):
         denoiser: (x_t, t, cond) -> Denoised, with ``.schedule`` and ``.coefs``.
         scale: w; 1 returns the conditional estimate unchanged (no extra pass).
         uncond: builds the second branch's Cond from the conditional one: the null label
-            (:func:`null_label_cond`) or a negative condition (:func:`label_cond`).
+            (:func:`null_label_cond`), a negative condition (:func:`label_cond`), or the
+            encoded empty or negative prompt
+            (:func:`pixdiff.pipelines.generate.prompt_cond`).
         interval: (t_lo, t_hi): guide only there (Kynkaanniemi et al. 2024, who state it in
             sigma); elsewhere return the conditional estimate without the second pass.
         rescale: CFG-rescale phi in [0, 1] (Lin et al. 2023, Sec. 3.4); 0 is off.
@@ -309,6 +311,7 @@ class GuidanceOptions:
 
     Attributes:
         negative_label: class the CFG second branch uses instead of the null label.
+        negative_prompt: prompt the CFG second branch uses instead of the empty prompt.
         interval: (t_lo, t_hi) where CFG applies (Kynkaanniemi et al. 2024).
         rescale: CFG-rescale phi in [0, 1] (Lin et al. 2023).
         threshold: none | static | dynamic (Saharia et al. 2022).
@@ -318,6 +321,7 @@ class GuidanceOptions:
     """
 
     negative_label: int | None = None
+    negative_prompt: str | None = None
     interval: tuple[float, float] | None = None
     rescale: float = 0.0
     threshold: Threshold = "none"
@@ -336,6 +340,7 @@ class GuidanceOptions:
         """Names of the set options that only classifier-free guidance uses."""
         set_ = {
             "negative class": self.negative_label is not None,
+            "negative prompt": self.negative_prompt is not None,
             "guidance interval": self.interval is not None,
             "CFG-rescale": self.rescale != 0,
         }
@@ -349,16 +354,20 @@ def guide(
     num_classes: int,
     options: GuidanceOptions,
     cfg: bool = True,
+    uncond: Callable[[Cond], Cond] | None = None,
 ) -> nn.Module:
     """Stack the wrappers ``options`` asks for: CFG (when ``cfg`` and scale != 1), classifier
-    guidance, thresholding. ``num_classes`` is the model's (0: unconditional)."""
+    guidance, thresholding. ``num_classes`` is the model's (0: unconditional). CFG's second
+    branch is ``uncond`` when given (a text model's empty or negative prompt), else the null
+    label or ``options.negative_label``."""
     den = denoiser
-    if cfg and num_classes and scale != 1:
-        other = options.negative_label if options.negative_label is not None else num_classes
+    if cfg and (num_classes or uncond is not None) and scale != 1:
+        if uncond is None:
+            other = options.negative_label if options.negative_label is not None else num_classes
+            uncond = label_cond(other)
         den = ClassifierFreeGuidance(
-            den, scale=scale, uncond=label_cond(other), interval=options.interval,
-            rescale=options.rescale,
-        )  # fmt: skip
+            den, scale=scale, uncond=uncond, interval=options.interval, rescale=options.rescale
+        )
     if options.classifier is not None:
         den = ClassifierGuidance(
             den, options.classifier, scale=options.classifier_scale, model_cond=num_classes > 0

@@ -119,6 +119,7 @@ class _Data:
 
     images = torch.zeros(1, 1, 28, 28)
     labels = None
+    captions = None
     num_classes = 0
 
 

@@ -31,7 +31,17 @@ def add_parser(sub) -> None:
         "--data",
         default=None,
         help="fashion-mnist | emoji | PATH to an image folder (optional "
-        "metadata.jsonl); default fashion-mnist",
+        "metadata.jsonl); default fashion-mnist. Captioned data (emoji, metadata.jsonl "
+        "'text') trains a text-conditioned model, labelled data a class-conditional one "
+        "(data.conditional=false: neither)",
+    )
+    p.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="PATH",
+        help="frozen Hugging Face text encoder (T5 encoder or CLIP text model with its "
+        "tokenizer, safetensors) in a local folder, instead of the builtin byte-level "
+        "encoder trained with the model (text.encoder); needs transformers",
     )
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
     p.add_argument("--preset", default=None, help=f"network preset: {', '.join(sorted(PRESETS))}")
@@ -96,9 +106,15 @@ def build_config(args) -> TrainConfig:
         "run.eval_every": args.eval_every,
         "run.device": args.device,
         "data.skip_bad_images": True if args.skip_bad_images else None,
+        # absolute, so the run loads from any working directory
+        "text.encoder": _absolute(args.text_encoder),
     }
     sets = [f"{k}={json.dumps(v)}" for k, v in named.items() if v is not None]
     return apply_overrides(cfg, sets + args.overrides)
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
 
 
 def run(args) -> int:

@@ -1,16 +1,29 @@
-"""Networks: ``net(x_t, c_noise, cond) -> tensor shaped like x_t`` (DDPM/ADM U-Net, DiT)."""
+"""Networks: ``net(x_t, c_noise, cond) -> tensor shaped like x_t`` (DDPM/ADM U-Net, DiT), and
+the text encoders that turn prompts into their ``cond``."""
 
 from pixdiff.nets.dit import DiT, DiTConfig
 from pixdiff.nets.registry import PRESETS, build_net, count_parameters, preset
+from pixdiff.nets.text import (
+    ByteTokenizer,
+    PromptEncoder,
+    TextConditionedNet,
+    TextEncoder,
+    build_text_encoder,
+)
 from pixdiff.nets.unet import UNet, UNetConfig
 
 __all__ = [
     "PRESETS",
+    "ByteTokenizer",
     "DiT",
     "DiTConfig",
+    "PromptEncoder",
+    "TextConditionedNet",
+    "TextEncoder",
     "UNet",
     "UNetConfig",
     "build_net",
+    "build_text_encoder",
     "count_parameters",
     "preset",
 ]

@@ -24,6 +24,7 @@ from pixdiff.nets.layers import (
     check_net_inputs,
     config_from_dict,
     config_to_dict,
+    mlp,
     required_cond,
     sincos_pos_embed_2d,
     zero_module,
@@ -119,10 +120,7 @@ class DiTBlock(nn.Module):
             CrossAttention(dim, context_dim, num_heads=num_heads) if context_dim else None
         )
         self.norm2 = _layer_norm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
-        )
+        self.mlp = mlp(dim, int(dim * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(

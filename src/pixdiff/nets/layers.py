@@ -197,12 +197,24 @@ class SelfAttention(nn.Module):
         if zero_init_out:
             zero_module(self.proj)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, T, D) -> (N, T, D)."""
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (N, T, D) -> (N, T, D); mask (N, T) bool, False = padding no token attends to.
+
+        Every row of ``mask`` needs at least one True (a padding-only row would give NaN).
+        """
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (N, T, D)
         q, k, v = (_split_heads(a, self.num_heads) for a in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, D / heads)
+        attend = None if mask is None else mask[:, None, None, :]  # (N, 1, 1, T) over keys
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)  # (N, heads, T, d)
         return self.proj(_merge_heads(out))
+
+
+def mlp(dim: int, hidden: int) -> nn.Sequential:
+    """The Transformer's position-wise feed-forward layer with a tanh-GELU (Vaswani et al. 2017;
+    GELU, Hendrycks & Gimpel 2016, as in ViT and DiT)."""
+    return nn.Sequential(
+        nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
+    )
 
 
 class CrossAttention(nn.Module):

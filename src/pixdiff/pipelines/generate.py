@@ -1,8 +1,9 @@
-"""Generate images from a trained model: batching, per-sample seeds, classes and guidance."""
+"""Generate images from a trained model: batching, per-sample seeds, classes or prompts, and
+guidance."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoised
 from pixdiff.guidance import DenoiserWrapper, GuidanceOptions, guide
+from pixdiff.nets.text import PromptEncoder, check_prompts, text_encoder_of
 from pixdiff.sampling import sample
 
 
@@ -58,6 +60,85 @@ def class_cond(
     return Cond(label=_label_ids(labels, n, num_classes))
 
 
+def prompt_cond(
+    encoder: PromptEncoder,
+    prompts: str | Sequence[str] | None,
+    n: int,
+    *,
+    negative_prompt: str | None = None,
+) -> tuple[Cond, Callable[[Cond], Cond]]:
+    """The Cond of n prompts and CFG's second branch, for a text-conditioned model.
+
+    The second branch is the empty prompt the model was trained on when its prompt was dropped
+    (GLIDE, Nichol et al. 2021), or ``negative_prompt``. Prompts and that branch are encoded
+    once, in one padded batch, so their contexts have the same length.
+
+    Args:
+        prompts: one string for every sample, n strings, or None (the empty prompt).
+    """
+    if prompts is None or isinstance(prompts, str):
+        prompts = [prompts or ""] * n
+    prompts = check_prompts(prompts)
+    if len(prompts) != n:
+        raise ValueError(f"need {n} prompts (or one string for all), got {len(prompts)}")
+    with torch.no_grad():
+        both = encoder.encode([*prompts, negative_prompt or ""])
+    other = both.index(slice(n, n + 1))
+
+    def uncond(cond: Cond) -> Cond:
+        rows = cond.context.shape[0]
+        return other.map(lambda v: v.to(cond.context.device).expand(rows, *v.shape[1:]))
+
+    return both.index(slice(0, n)), uncond
+
+
+def _check_no_prompts(prompts, options: GuidanceOptions) -> None:
+    """Raise for prompts asked of a model that is not text-conditioned."""
+    if prompts is not None or options.negative_prompt is not None:
+        raise ValueError(
+            "prompts (--prompt, --negative-prompt) need a text-conditioned model, trained on "
+            "captioned data; this one is not (use --class for a class-conditional model)"
+        )
+
+
+def _check_no_classes(labels: Tensor | None, options: GuidanceOptions) -> None:
+    """Raise for classes (or a classifier) asked of a text-conditioned model."""
+    if labels is not None or options.negative_label is not None:
+        raise ValueError(
+            "this model is text-conditioned: give prompts (--prompt, --negative-prompt), "
+            "not classes (--class, --negative-class)"
+        )
+    if options.classifier is not None:
+        raise ValueError("classifier guidance needs class labels; this model is text-conditioned")
+
+
+def guided_cond(
+    denoiser: nn.Module,
+    n: int,
+    *,
+    labels: Tensor | None,
+    prompts: str | Sequence[str] | None,
+    num_classes: int,
+    guidance: float,
+    options: GuidanceOptions,
+) -> tuple[Cond | None, nn.Module]:
+    """The Cond of n samples and the guided denoiser, from classes or, for a text-conditioned
+    model, prompts. CFG applies when there is something to steer by or away from."""
+    encoder = text_encoder_of(denoiser)
+    if encoder is None:
+        _check_no_prompts(prompts, options)
+        cond = class_cond(labels, n, num_classes, guidance, options=options)
+        cfg, uncond = labels is not None or options.negative_label is not None, None
+    else:
+        _check_no_classes(labels, options)
+        cond, uncond = prompt_cond(encoder, prompts, n, negative_prompt=options.negative_prompt)
+        cfg = prompts is not None or options.negative_prompt is not None
+    den = guide(
+        denoiser, scale=guidance, num_classes=num_classes, options=options, cfg=cfg, uncond=uncond
+    )
+    return cond, den
+
+
 def _check_unconditional(guidance: float, options: GuidanceOptions) -> None:
     """Raise for classifier-free guidance asked of an unconditional model."""
     if guidance != 1.0:
@@ -88,6 +169,7 @@ def generate(
     *,
     n: int,
     labels: Tensor | None = None,
+    prompts: str | Sequence[str] | None = None,
     num_classes: int = 0,
     guidance: float = 1.0,
     sampler: str = "ddim",
@@ -106,20 +188,22 @@ def generate(
 
     Args:
         labels: (n,) class ids, or None for unconditional samples (the null label).
+        prompts: for a text-conditioned model (its encoder is found on ``denoiser.net``): one
+            string for all samples or n strings; None samples the empty prompt.
         guidance: classifier-free guidance scale w (1 = plain conditional); applied when
-            labels or a negative class are given.
-        guidance_options: negative class, guidance interval, CFG-rescale, thresholding and
-            classifier guidance (see :class:`pixdiff.guidance.GuidanceOptions`).
+            labels, prompts, a negative class or a negative prompt are given.
+        guidance_options: negative class or prompt, guidance interval, CFG-rescale,
+            thresholding and classifier guidance (see :class:`pixdiff.guidance.GuidanceOptions`).
         recorder: if given, wraps the denoiser to record the trajectory of the first batch.
         dtype: the sampler state's dtype (float64 for reference solutions).
         spacing: the time grid (default: by schedule, see pixdiff.sampling.default_spacing).
     """
     if n < 1:
         raise ValueError(f"number of samples must be >= 1, got {n}")
-    guiding = guidance_options or GuidanceOptions()
-    cond = class_cond(labels, n, num_classes, guidance, options=guiding)
-    cfg = labels is not None or guiding.negative_label is not None
-    den = guide(denoiser, scale=guidance, num_classes=num_classes, options=guiding, cfg=cfg)
+    cond, den = guided_cond(
+        denoiser, n, labels=labels, prompts=prompts, num_classes=num_classes, guidance=guidance,
+        options=guidance_options or GuidanceOptions(),
+    )  # fmt: skip
     out = []
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
@@ -151,6 +235,7 @@ def class_grid(
     *,
     num_classes: int,
     guidance: float,
+    prompts: Sequence[str] | None = None,
     per_row: int = 8,
     max_rows: int = 10,
     steps: int = 50,
@@ -160,16 +245,20 @@ def class_grid(
     progress: bool = False,
 ) -> Tensor:
     """Samples for a grid of ``per_row`` columns: one row per class (the first ``max_rows``
-    classes, guided), or a per_row x per_row grid from an unconditional model."""
-    rows = min(num_classes, max_rows) if num_classes else per_row
+    classes, guided) or per prompt of a text-conditioned model (the first ``max_rows``,
+    guided), or a per_row x per_row grid from an unconditional model."""
+    if prompts:
+        prompts = [p for p in prompts[:max_rows] for _ in range(per_row)]
+    rows = len(prompts) // per_row if prompts else min(num_classes, max_rows) or per_row
     labels = torch.arange(rows).repeat_interleave(per_row) if num_classes else None
     return generate(
         denoiser,
         image_shape,
         n=rows * per_row,
         labels=labels,
+        prompts=prompts or None,
         num_classes=num_classes,
-        guidance=guidance if num_classes else 1.0,
+        guidance=guidance if num_classes or prompts else 1.0,
         steps=steps,
         seed=seed,
         batch_size=batch_size,

@@ -126,7 +126,20 @@ def vlb_loss(schedule: Schedule, x0: Tensor, x_t: Tensor, t: Tensor, out: Denois
     return (schedule.num_timesteps * bits_per_dim).to(out.x0.dtype)
 
 
+def dropped(n: int, p: float, generator: torch.Generator) -> Tensor:
+    """(n,) bool, each True with probability p: which conditions to drop for classifier-free
+    guidance (Ho & Salimans 2022, Alg. 1)."""
+    return torch.rand(n, generator=generator) < p
+
+
 def drop_labels(label: Tensor, p: float, num_classes: int, generator: torch.Generator) -> Tensor:
     """Replace each label by the null id ``num_classes`` with probability p (Ho & Salimans 2022)."""
-    drop = torch.rand(label.shape[0], generator=generator) < p
+    drop = dropped(label.shape[0], p, generator)
     return torch.where(drop.to(label.device), torch.full_like(label, num_classes), label)
+
+
+def drop_prompts(prompts: list[str], p: float, generator: torch.Generator) -> list[str]:
+    """Replace each prompt by the empty prompt with probability p, the text model's
+    unconditional input (Ho & Salimans 2022; the empty sequence of GLIDE, Nichol et al. 2021)."""
+    drop = dropped(len(prompts), p, generator).tolist()
+    return ["" if d else prompt for prompt, d in zip(prompts, drop, strict=True)]

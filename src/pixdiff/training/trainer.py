@@ -35,17 +35,18 @@ from pixdiff.checkpoint import (
     save_tensors,
     write_json,
 )
-from pixdiff.conditioning import Cond
 from pixdiff.config import TrainConfig, to_dict
 from pixdiff.data import ImageSet, batches, load_dataset
 from pixdiff.denoiser import Denoiser
 from pixdiff.eval.report import EVAL_FIELDS, PeriodicEval, SampleSpec
 from pixdiff.images import make_grid, save_png
 from pixdiff.nets import UNetConfig, build_net, preset
+from pixdiff.nets.text import TextConditionedNet, build_text_encoder
 from pixdiff.pipelines.generate import class_grid
 from pixdiff.schedules import schedule_from_dict
+from pixdiff.training.conditioning import batch_cond, cond_fields, grid_prompts, uses_text
 from pixdiff.training.ema import EMA as EMAWeights
-from pixdiff.training.losses import diffusion_loss, drop_labels
+from pixdiff.training.losses import diffusion_loss
 
 
 class TrainingError(RuntimeError):
@@ -114,13 +115,12 @@ def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def net_config_for(cfg: TrainConfig, data: ImageSet):
-    """The network config: the preset, fitted to the data and to diffusion.learn_sigma (which
-    doubles the output channels), then the user's overrides."""
+    """The network config: the preset, fitted to the data, its conditioning and
+    diffusion.learn_sigma (which doubles the output channels), then the user's overrides."""
     fitted = {"in_channels": data.images.shape[1], "image_size": data.images.shape[-1]}
     if isinstance(preset(cfg.model.preset), UNetConfig):
         fitted["out_channels"] = data.images.shape[1]
-    use_labels = cfg.data.conditional and data.labels is not None
-    fitted["num_classes"] = data.num_classes if use_labels else 0
+    fitted.update(cond_fields(cfg, data))
     fitted["learn_sigma"] = cfg.diffusion.learn_sigma
     asked = cfg.model.overrides.get("learn_sigma", cfg.diffusion.learn_sigma)
     if asked != cfg.diffusion.learn_sigma:
@@ -225,13 +225,16 @@ class CSVLog:
             csv.DictWriter(f, self.FIELDS).writerow(row)
 
 
-def sample_grid(denoiser: Denoiser, cfg: TrainConfig, path: Path, device) -> None:
-    """A grid from the EMA weights: one row per class (up to 10) or an 8x8 grid."""
+def sample_grid(
+    denoiser: Denoiser, cfg: TrainConfig, path: Path, device, prompts: list[str] | None
+) -> None:
+    """A grid from the EMA weights: one row per class (up to 10) or prompt, or an 8x8 grid."""
     c = denoiser.net.config
     x = class_grid(
         denoiser,
         (c.in_channels, c.image_size, c.image_size),
         num_classes=c.num_classes,
+        prompts=prompts,
         guidance=cfg.sample.guidance,
         steps=25,
         device=device,
@@ -253,9 +256,15 @@ def make_denoiser(net: nn.Module, cfg: TrainConfig, learn_sigma: bool) -> Denois
     )
 
 
-def build_state(cfg: TrainConfig, net_cfg, device: torch.device, rank: int) -> TrainState:
+def build_state(
+    cfg: TrainConfig, net_cfg, device: torch.device, rank: int, *, text: bool
+) -> TrainState:
+    """Network (with its text encoder when ``text``), EMA copy, optimizer and noise generator."""
     torch.manual_seed(cfg.run.seed + rank)  # dropout draws from the global generator
-    net = build_net(net_cfg).to(device)
+    net = build_net(net_cfg)
+    if text:
+        net = TextConditionedNet(net, build_text_encoder(cfg.text))
+    net = net.to(device)
     if cfg.run.channels_last:
         net = net.to(memory_format=torch.channels_last)
     o = cfg.optim
@@ -323,13 +332,17 @@ def train(
         skip_bad_images=cfg.data.skip_bad_images,
     )
     net_cfg = net_config_for(cfg, data)
-    state = build_state(cfg, net_cfg, device, world.rank)
+    text = uses_text(cfg, data)
+    state = build_state(cfg, net_cfg, device, world.rank, text=text)
+    if text and world.is_main:
+        state.net.text_encoder.tokenize(data.captions)  # warns once if captions get truncated
     if resume:
         restore_checkpoint(out, state)
     config_json = {
         "train": to_dict(cfg),
         "net": net_config_to_dict(net_cfg),
         "class_names": data.class_names if net_cfg.num_classes else None,
+        "text_conditioned": text,
         "data": {"name": data.name, "size": len(data)},
         "pixdiff": __version__,
     }
@@ -360,6 +373,7 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
         device=device,
     )
     log = CSVLog(out / "log.csv", state.step) if world.is_main else None
+    prompts = grid_prompts(data) if isinstance(state.net, TextConditionedNet) else None
     periodic = (
         _periodic_eval(cfg, data, net_cfg, out, state.step, device) if world.is_main else None
     )
@@ -392,7 +406,8 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
                 )
                 last_log, imgs = now, 0
             if world.is_main and cfg.run.sample_every and step % cfg.run.sample_every == 0:
-                sample_grid(ema_denoiser, cfg, out / "samples" / f"step_{step:07d}.png", device)
+                path = out / "samples" / f"step_{step:07d}.png"
+                sample_grid(ema_denoiser, cfg, path, device, prompts)
             if periodic is not None and step % cfg.run.eval_every == 0:
                 periodic(ema_denoiser, step)
             done = step == cfg.run.steps or stop.requested
@@ -446,17 +461,9 @@ def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, devic
         x0 = batch.images
         if cfg.run.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        cond = None
-        if state.net.config.num_classes:
-            label = drop_labels(
-                batch.labels,
-                cfg.diffusion.label_dropout,
-                state.net.config.num_classes,
-                state.generator,
-            )
-            cond = Cond(label=label.to(device))
         sync = nullcontext() if micro == k - 1 or world.world_size == 1 else train_net.no_sync()
         with sync, amp:
+            cond = batch_cond(cfg, state.net, batch, state.generator, device)
             loss = (
                 diffusion_loss(denoiser, x0, cond, cfg=cfg.diffusion, generator=state.generator) / k
             )

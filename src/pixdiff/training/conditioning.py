@@ -1,0 +1,61 @@
+"""What a run is conditioned on, and each training batch's Cond.
+
+The rule: with ``data.conditional`` (the default) a model conditions on what its data has.
+Captions (the emoji set, a folder's ``metadata.jsonl`` ``text``) make it text-conditioned, and
+labels are then unused (``text.enabled=false`` ignores the captions instead); otherwise labels
+make it class-conditional; otherwise it is unconditional. Conditions are dropped for
+classifier-free guidance (Ho & Salimans 2022): labels to the null label, prompts to the empty
+prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pixdiff.conditioning import Cond
+from pixdiff.config import TrainConfig
+from pixdiff.data import Batch, ImageSet
+from pixdiff.nets.text import TextConditionedNet
+from pixdiff.training.losses import drop_labels, drop_prompts
+
+
+def uses_text(cfg: TrainConfig, data: ImageSet) -> bool:
+    """Whether the run is text-conditioned; a text encoder asked for without captions is an
+    error."""
+    text = cfg.data.conditional and cfg.text.enabled and data.captions is not None
+    if cfg.text.encoder != "builtin" and not text:
+        why = "has no captions" if data.captions is None else "is used with conditioning off"
+        raise ValueError(
+            f"text.encoder={cfg.text.encoder!r} needs captioned data (metadata.jsonl 'text'), "
+            f"data.conditional and text.enabled; {data.name!r} {why}"
+        )
+    return text
+
+
+def cond_fields(cfg: TrainConfig, data: ImageSet) -> dict[str, int]:
+    """The network config fields the conditioning fixes: num_classes, context_dim, pooled_dim."""
+    if uses_text(cfg, data):
+        return {"num_classes": 0, "context_dim": cfg.text.width, "pooled_dim": cfg.text.width}
+    use_labels = cfg.data.conditional and data.labels is not None
+    return {"num_classes": data.num_classes if use_labels else 0}
+
+
+def batch_cond(
+    cfg: TrainConfig, model: nn.Module, batch: Batch, generator: torch.Generator, device
+) -> Cond | None:
+    """The batch's Cond with conditions dropped for CFG; text is encoded here, with gradients,
+    so the builtin encoder trains with the denoiser."""
+    if isinstance(model, TextConditionedNet):
+        prompts = drop_prompts(batch.captions, cfg.text.prompt_dropout, generator)
+        return model.encode(prompts, warn=False)  # train() warned once about long captions
+    num_classes = model.config.num_classes
+    if not num_classes:
+        return None
+    label = drop_labels(batch.labels, cfg.diffusion.label_dropout, num_classes, generator)
+    return Cond(label=label.to(device))
+
+
+def grid_prompts(data: ImageSet, rows: int = 8) -> list[str]:
+    """The first ``rows`` distinct captions, one row of a training sample grid each."""
+    return list(dict.fromkeys(data.captions))[:rows]
