@@ -140,3 +140,11 @@ def test_generate_refuses_mismatched_conditions(runs):
         draw(text, prompts=["red apple"])
     with pytest.raises(ValueError, match="need a text-conditioned model"):
         draw(labelled, prompts="red apple", num_classes=2)
+
+
+def test_eval_bits_per_dim_of_a_text_run_uses_the_empty_prompt(runs, captioned_folder, tmp_path):
+    out = tmp_path / "bpd.json"
+    argv = ["eval", str(runs["text"]), "--metrics", "bpd", "--data", str(captioned_folder)]
+    argv += ["--bpd-n", "2", "--bpd-t-samples", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert 0 < json.loads(out.read_text())["metrics"]["bpd"]["bpd"] < 20

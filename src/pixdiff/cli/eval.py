@@ -27,6 +27,8 @@ from pixdiff.eval.report import (
     score_images,
 )
 from pixdiff.files import atomic_write
+from pixdiff.nets.text import text_encoder_of
+from pixdiff.pipelines.generate import prompt_cond
 from pixdiff.samplers import SAMPLERS
 
 
@@ -178,8 +180,8 @@ def _floor(dataset, split, n, extractor, reference, metrics, seed) -> dict[str, 
 
 
 def _bits_per_dim(model, dataset: str, args) -> dict[str, float]:
-    """Bits/dim of --bpd-n test images (a fixed random subset), unconditional (the null label
-    of a class-conditional model): the DDPM bound or the probability-flow ODE."""
+    """Bits/dim of --bpd-n real images (a fixed random subset), unconditional (see
+    ``null_cond``): the DDPM bound or the probability-flow ODE."""
     c, h, _ = model.image_shape
     data = load_dataset(dataset, image_size=h, channels=c, split=args.split)
     n = min(args.bpd_n, len(data))
@@ -190,7 +192,7 @@ def _bits_per_dim(model, dataset: str, args) -> dict[str, float]:
     chunks = range(0, n, args.batch_size)
     for start in tqdm(chunks, desc=f"bpd ({args.bpd_method})", disable=args.no_progress):
         x = images[start : start + args.batch_size]
-        cond = null_cond(model.num_classes, len(x), x.device)
+        cond = null_cond(model, len(x), x.device)
         if args.bpd_method == "ode":
             res = ode_bpd(model.denoiser, x, cond=cond, generator=generator)
             extra["nfe"] = extra.get("nfe", 0) + res.nfe
@@ -221,11 +223,15 @@ def _bits_per_dim(model, dataset: str, args) -> dict[str, float]:
     return out
 
 
-def null_cond(num_classes: int, n: int, device) -> Cond | None:
-    """The null label of a class-conditional model (its unconditional branch), else None."""
-    if not num_classes:
+def null_cond(model, n: int, device) -> Cond | None:
+    """The unconditional branch of a conditional model: the null label of a class-conditional
+    one, the empty prompt of a text-conditioned one; None for an unconditional model."""
+    encoder = text_encoder_of(model.denoiser)
+    if encoder is not None:
+        return prompt_cond(encoder, None, n)[0].to(device)
+    if not model.num_classes:
         return None
-    return Cond(label=torch.full((n,), num_classes, dtype=torch.long, device=device))
+    return Cond(label=torch.full((n,), model.num_classes, dtype=torch.long, device=device))
 
 
 def _default_out(run: str | None) -> Path:
