@@ -27,7 +27,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from pixdiff.config import TextConfig, from_dict
+from pixdiff.config import SRConfig, TextConfig, from_dict
 from pixdiff.denoiser import Denoiser
 from pixdiff.files import atomic_write
 from pixdiff.nets import DiTConfig, UNetConfig, build_net
@@ -147,6 +147,12 @@ class LoadedModel:
     @property
     def num_classes(self) -> int:
         return self.net.config.num_classes
+
+    @property
+    def sr(self) -> SRConfig | None:
+        """A super-resolution model's low-res size and augmentation (``sr`` config), else None."""
+        sr = from_dict(SRConfig, self.config["train"].get("sr", {}), f"{self.path}: train.sr")
+        return sr if sr.low_res_size else None
 
     @property
     def text_encoder(self) -> PromptEncoder | None:

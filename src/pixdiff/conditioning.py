@@ -22,8 +22,10 @@ class Cond:
         context: (N, L, D) token embeddings for cross-attention (text).
         context_mask: (N, L) bool, True where a token is real (not padding).
         pooled: (N, D) pooled embedding added to the timestep embedding.
-        low_res: (N, C, h, w) low-resolution image for super-resolution models.
-        low_res_noise: (N,) noise level of the augmented low-resolution image.
+        low_res: (N, C, h, w) low-resolution image for super-resolution models, already noised
+            by conditioning augmentation (see :mod:`pixdiff.low_res`).
+        low_res_noise: (N,) float, the augmentation time t in [0, 1] of ``low_res`` on the
+            run's ``sr.aug_schedule`` (0: the clean low-res image).
     """
 
     label: Tensor | None = None
@@ -56,6 +58,17 @@ class Cond:
             if c.present() != names:
                 raise ValueError(f"cannot concatenate Cond with fields {names} and {c.present()}")
         return Cond(**{n: torch.cat([getattr(c, n) for c in conds]) for n in names})
+
+
+def merge(cond: Cond | None, extra: Cond | None) -> Cond | None:
+    """``cond`` with the fields of ``extra`` added (e.g. a low-res image to a class condition);
+    a field set in both is an error."""
+    if cond is None or extra is None:
+        return extra if cond is None else cond
+    both = sorted(set(cond.present()) & set(extra.present()))
+    if both:
+        raise ValueError(f"conditioning fields {both} are given twice")
+    return replace(cond, **{n: getattr(extra, n) for n in extra.present()})
 
 
 def check_supported(cond: Cond | None, supported: set[str], who: str) -> None:

@@ -156,6 +156,33 @@ class SampleDefaults:
 
 
 @dataclass(frozen=True)
+class SRConfig:
+    """Super-resolution: condition on a low-resolution copy of each image (SR3, Saharia et al.
+    2021) corrupted by noise conditioning augmentation (CDM, Ho et al. 2022; Imagen, Saharia
+    et al. 2022, Sec. 2.4); see :mod:`pixdiff.low_res`.
+
+    Training makes the low-res image by area downsampling, noises it by the forward process of
+    ``aug_schedule`` to a time drawn uniformly in [0, aug_max], and gives the network that time.
+    """
+
+    low_res_size: int = 0  # side of the low-res input; 0: not a super-resolution model
+    aug_max: float = 0.5  # augmentation times are uniform in [0, aug_max]
+    # the path of the augmentation noise; vp-cosine: t = 0.2 adds noise of std 0.31
+    aug_schedule: dict = field(default_factory=lambda: {"kind": "vp-cosine"})
+    # the time ``pixdiff sample --cascade`` and ``pixdiff upscale`` use unless --aug-level
+    # (imagen-pytorch's default; Imagen sweeps it at inference)
+    aug_level: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.low_res_size < 0:
+            raise ValueError(f"sr.low_res_size must be >= 0 (0 = off), got {self.low_res_size}")
+        for name in ("aug_max", "aug_level"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"sr.{name} must be a time in [0, 1], got {getattr(self, name)}")
+        schedule_from_dict(self.aug_schedule)  # raises for an unknown schedule
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -164,6 +191,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     sample: SampleDefaults = field(default_factory=SampleDefaults)
     text: TextConfig = field(default_factory=TextConfig)
+    sr: SRConfig = field(default_factory=SRConfig)
 
 
 # Formulation presets: the diffusion section for each family the core supports.
@@ -258,7 +286,8 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
                     f"unknown config key {'.'.join(path[: i + 1])!r} in --set {text!r}"
                 )
             node = node[part]
-        is_free_dict = path[:2] in (["model", "overrides"], ["diffusion", "schedule"])
+        free = (["model", "overrides"], ["diffusion", "schedule"], ["sr", "aug_schedule"])
+        is_free_dict = path[:2] in free
         if not is_free_dict and path[-1] not in node:
             raise ValueError(f"unknown config key {'.'.join(path)!r}; valid here: {sorted(node)}")
         node[path[-1]] = value

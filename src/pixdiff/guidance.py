@@ -64,10 +64,11 @@ class DenoiserWrapper(nn.Module):
 
 def label_cond(label: int) -> Callable[[Cond], Cond]:
     """Map a class condition to the same batch with every label set to ``label``: the null
-    label ``num_classes`` (unconditional) or a negative class to steer away from."""
+    label ``num_classes`` (unconditional) or a negative class to steer away from. Other fields
+    (a super-resolution model's low-res image) are kept: they are not what CFG steers by."""
 
     def other(cond: Cond) -> Cond:
-        return Cond(label=torch.full_like(cond.label, label))
+        return replace(cond, label=torch.full_like(cond.label, label))
 
     return other
 

@@ -1,15 +1,20 @@
-"""Saving images: model space [-1, 1] NCHW floats to PNG files, grids and GIFs."""
+"""Images in and out: model space [-1, 1] NCHW floats to PNG files, grids and GIFs, and input
+images and masks read for editing and upscaling."""
 
 from __future__ import annotations
 
 import io
 import math
+import warnings
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+import torch
+from PIL import Image, ImageOps
 from torch import Tensor
 
-from pixdiff.data.dataset import from_model_space
+from pixdiff.data.dataset import from_model_space, to_model_space
+from pixdiff.data.folder import to_mode
 from pixdiff.files import atomic_write
 
 
@@ -57,3 +62,56 @@ def save_gif(
     pil[0].save(buf, format="GIF", save_all=True, append_images=pil[1:], duration=durations, loop=0)
     atomic_write(path, buf.getvalue())
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _open(path: str | Path) -> Image.Image:
+    """A decoded, EXIF-rotated image; an unreadable file is a one-line ValueError."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path} does not exist") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+
+
+def _check_size(image: Image.Image, path: str | Path, size: int, needed: str) -> None:
+    """Raise ``{path} is WxH, but {needed}`` unless the image is size x size."""
+    if image.size != (size, size):
+        raise ValueError(f"{path} is {image.width}x{image.height}, but {needed}")
+
+
+def read_image(path: str | Path, *, size: int, channels: int, who: str = "the model") -> Tensor:
+    """An image file as (1, channels, size, size) in [-1, 1].
+
+    A mode other than grey (``channels`` 1) or RGB (3) is converted with a warning, transparency
+    composited on white as for training folders; a size other than size x size is refused,
+    since resizing would silently change what the model is given.
+    """
+    image = _open(path)
+    target = "L" if channels == 1 else "RGB"
+    if image.mode != target:
+        warnings.warn(
+            f"{path}: converted {image.mode} to {target} (transparency on white)", stacklevel=2
+        )
+        image = to_mode(image, channels)
+    _check_size(image, path, size, f"{who} takes {size}x{size} images; resize it first")
+    array = np.asarray(image).reshape(size, size, channels)
+    return to_model_space(torch.from_numpy(array.copy()).permute(2, 0, 1)[None])
+
+
+def read_mask(path: str | Path, *, size: int, image: str | Path) -> Tensor:
+    """An inpainting mask file as (1, 1, size, size) ``known``: white (>= 128) marks the region
+    to fill (0), black the region to keep (1). Modes other than grey are converted with a
+    warning; a size other than that of ``image`` (the input's path, size x size) is refused."""
+    mask = _open(path)
+    if mask.mode not in ("L", "1"):
+        warnings.warn(f"{path}: converted the {mask.mode} mask to grey", stacklevel=2)
+    mask = mask.convert("L")
+    _check_size(mask, f"mask {path}", size, f"image {image} is {size}x{size}; they must match")
+    fill = torch.from_numpy(np.asarray(mask) >= 128)
+    return (~fill).float()[None, None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -73,14 +74,49 @@ def sample(
         (N, C, H, W) samples in the data space (images in [-1, 1], unclipped).
     """
     denoiser = _as_denoiser(model, schedule, prediction, sigma_data, learn_sigma)
-    spec = get_sampler(sampler)
-    run = spec.bind(options)
-    if steps < spec.min_steps:
-        raise ValueError(f"sampler {sampler!r} needs at least {spec.min_steps} steps, got {steps}")
-    ts = time_grid(denoiser.schedule, steps, spacing=spacing or default_spacing(denoiser.schedule))
+    run = Sampling(sampler, steps, spacing, options)
+    ts = run.grid(denoiser.schedule)
     x, generators = _initial_noise(shape_or_noise, seed, device, dtype)
     x = x * denoiser.schedule.prior_std()
-    return run(denoiser, x, ts, cond=cond, generator=generators, progress=progress)
+    return run(denoiser, x, ts, cond=cond, generators=generators, progress=progress)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: a registered sampler, its steps, the time grid (None: by schedule, see
+    :func:`default_spacing`) and the sampler's own options (e.g. ``{"eta": 0.5}`` for ddim)."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    spacing: Spacing | None = None
+    options: Mapping | None = None
+
+    def grid(self, schedule: Schedule) -> Tensor:
+        """The decreasing grid of ``steps + 1`` times, ending at 0."""
+        _check_steps(self.sampler, self.steps)
+        return time_grid(schedule, self.steps, spacing=self.spacing or default_spacing(schedule))
+
+    def __call__(
+        self,
+        denoiser: Denoiser,
+        x: Tensor,
+        ts: Tensor,
+        *,
+        cond: Cond | None = None,
+        generators: Sequence[torch.Generator] | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Run the sampler from x at ts[0] over the decreasing grid ``ts``: the whole
+        :meth:`grid`, its tail (img2img) or one step of it (inpainting)."""
+        _check_steps(self.sampler, len(ts) - 1)
+        run = get_sampler(self.sampler).bind(self.options)
+        return run(denoiser, x, ts, cond=cond, generator=generators, progress=progress)
+
+
+def _check_steps(sampler: str, steps: int) -> None:
+    spec = get_sampler(sampler)
+    if steps < spec.min_steps:
+        raise ValueError(f"sampler {sampler!r} needs at least {spec.min_steps} steps, got {steps}")
 
 
 def _as_denoiser(model, schedule, prediction, sigma_data, learn_sigma):

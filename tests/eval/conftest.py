@@ -1,13 +1,8 @@
 """Shared fixtures for the evaluation tests."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded: two OpenMP threads on two busy cores can be far slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every module here runs single-threaded (``one_thread``, tests/conftest.py)."""

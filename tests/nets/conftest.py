@@ -6,13 +6,8 @@ from torch import nn
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run the tiny test nets single-threaded: per-op overhead dominates at these sizes, and
-    two OpenMP threads on two busy cores can be 50x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every module here runs single-threaded (``one_thread``, tests/conftest.py)."""
 
 
 @pytest.fixture(autouse=True)

@@ -103,6 +103,23 @@ def test_pooled_changes_output(perturb):
     assert not torch.allclose(a, net(x, t, Cond(pooled=torch.randn(1, 6))))
 
 
+def test_low_res_input_makes_a_super_resolution_dit(perturb):
+    """SR3 / CDM conditioning: the upsampled low-res image enters beside x_t, its augmentation
+    time beside the timestep; a fresh SR DiT still outputs exactly zero."""
+    config = tiny(low_res_channels=3)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([50.0, 500.0])
+    cond = Cond(low_res=torch.randn(2, 3, 8, 8), low_res_noise=torch.tensor([0.0, 0.2]))
+    assert not DiT(config)(x, t, cond).any()
+    net = perturb(DiT(config))
+    base = net(x, t, cond)
+    assert base.shape == x.shape
+    for field, value in [("low_res", torch.randn(2, 3, 8, 8)), ("low_res_noise", t / 1000)]:
+        changed = Cond(**{**{n: getattr(cond, n) for n in cond.present()}, field: value})
+        assert not torch.allclose(net(x, t, changed), base), field
+    with pytest.raises(ValueError, match="lacks"):
+        net(x, t, None)
+
+
 def test_bf16_autocast_runs_and_tracks_float32(perturb):
     net = perturb(DiT(tiny(num_classes=3)))
     x, t, cond = (

@@ -30,6 +30,7 @@ from pixdiff.files import atomic_write
 from pixdiff.nets.text import text_encoder_of
 from pixdiff.pipelines.generate import prompt_cond
 from pixdiff.samplers import SAMPLERS
+from pixdiff.timesteps import SPACINGS
 
 
 def add_parser(sub) -> None:
@@ -54,6 +55,9 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=10000, help="number of samples (and real images)")
     p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="default: the run's")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's)")
+    p.add_argument(
+        "--grid", default=None, choices=SPACINGS, help="time grid (default: by schedule)"
+    )
     p.add_argument(
         "--guidance",
         type=float,
@@ -120,6 +124,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        spacing=args.grid,
     )
     results: dict = {
         "run": args.run or "shipped",
@@ -127,6 +132,7 @@ def run(args) -> int:
         "split": args.split,
         "sampler": spec.sampler,
         "steps": spec.steps,
+        "grid": args.grid,
         "guidance": spec.guidance if model.num_classes else None,
         "extractor": args.extractor,
         "metrics": {},

@@ -1,13 +1,16 @@
-"""The ``pixdiff`` command: train, sample, demo. Errors a user can cause print one line."""
+"""The ``pixdiff`` command: train, sample, demo, edit, inpaint, upscale, eval, bench. Errors a
+user can cause print one line; so do warnings."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import warnings
 
 from pixdiff.checkpoint import CheckpointError
 from pixdiff.cli import bench as bench_cmd
+from pixdiff.cli import edit as edit_cmd
 from pixdiff.cli import eval as eval_cmd
 from pixdiff.cli import sample as sample_cmd
 from pixdiff.cli import train as train_cmd
@@ -31,7 +34,8 @@ USER_ERRORS = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pixdiff",
-        description="Pixel-space diffusion: train models and sample images.",
+        description="Pixel-space diffusion: train models, sample images and cascades, edit, "
+        "inpaint and upscale images.",
         epilog="Set PIXDIFF_DEBUG=1 to see full tracebacks.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -48,11 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=sample_cmd.run_demo)
     bench_cmd.add_parser(sub)
     eval_cmd.add_parser(sub)
+    edit_cmd.add_parsers(sub)
     return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"pixdiff: warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         return args.func(args) or 0
     except USER_ERRORS as e:

@@ -32,14 +32,15 @@ def add_run_argument(p: argparse.ArgumentParser) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "sample",
-        help="generate images from a trained model",
-        description="Generate images; writes grid.png and one PNG per image into --out.",
+        help="generate images from a trained model or a cascade",
+        description="Generate images; writes grid.png and one PNG per image into --out. "
+        "With --cascade BASE_RUN SR_RUN..., a base model's images are super-resolved by each "
+        "SR run in turn (see docs/concepts.md, Super-resolution and cascades).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_run_argument(p)
     p.add_argument("-n", "--num", type=int, default=64, help="number of images")
-    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS), help="sampler")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps")
+    add_sampler_flags(p)
     p.add_argument(
         "--nfe",
         type=int,
@@ -53,6 +54,22 @@ def add_parser(sub) -> None:
         action="store_true",
         help="keep the sampler state in float64 (reference solutions)",
     )
+    add_conditioning_flags(p)
+    add_cascade_flags(p)
+    p.add_argument("--batch-size", type=int, default=64, help="images per sampler batch")
+    p.add_argument(
+        "--trajectory",
+        action="store_true",
+        help="also save trajectory.gif: x_t beside the predicted x0 at every step",
+    )
+    add_output_flags(p, default_out="out/samples")
+    p.set_defaults(func=run)
+
+
+def add_sampler_flags(p) -> None:
+    """--sampler, --steps, --grid, --eta: how each image is sampled."""
+    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS), help="sampler")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps")
     p.add_argument(
         "--grid",
         default=None,
@@ -60,6 +77,10 @@ def add_parser(sub) -> None:
         help="time grid (default: trailing for discrete schedules, karras for EDM)",
     )
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (0 deterministic .. 1)")
+
+
+def add_conditioning_flags(p) -> None:
+    """--class, --prompt, --guidance and the guidance group."""
     p.add_argument(
         "--class",
         dest="class_",
@@ -80,18 +101,68 @@ def add_parser(sub) -> None:
         help="classifier-free guidance scale w (1 = conditional; default from the run)",
     )
     _add_guidance_flags(p)
+
+
+def add_output_flags(p, *, default_out: str) -> None:
+    """--seed, --out, --raw, --device, --no-progress."""
     p.add_argument("--seed", type=int, default=0, help="seed; image i uses seed + i")
-    p.add_argument("--out", default="out/samples", help="output directory")
-    p.add_argument("--batch-size", type=int, default=64, help="images per sampler batch")
-    p.add_argument(
-        "--trajectory",
-        action="store_true",
-        help="also save trajectory.gif: x_t beside the predicted x0 at every step",
-    )
+    p.add_argument("--out", default=default_out, help="output directory")
     p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+
+
+def add_cascade_flags(p) -> None:
+    """--cascade and its per-stage options (pixdiff.cli.cascade)."""
+    g = p.add_argument_group("cascades (see docs/concepts.md, Super-resolution and cascades)")
+    g.add_argument(
+        "--cascade",
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="sample a cascade instead of RUN: a base run, then super-resolution runs "
+        "(trained with --sr-from), each upsampling the previous stage's images",
+    )
+    g.add_argument(
+        "--stage-steps",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="sampler steps per stage, one value for all or one per stage; None: --steps",
+    )
+    g.add_argument(
+        "--stage-sampler",
+        nargs="+",
+        default=None,
+        choices=sorted(SAMPLERS),
+        metavar="NAME",
+        help="sampler per stage, one for all or one per stage; None: --sampler",
+    )
+    g.add_argument(
+        "--stage-guidance",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="CFG scale per stage, one for all or one per stage; None: --guidance, else each "
+        "run's own. Applies to the stages a class or prompt steers",
+    )
+    g.add_argument(
+        "--aug-level",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="noise conditioning augmentation time in [0, 1] of the super-resolution stages' "
+        "low-res input, one for all or one per SR stage; None: each run's sr.aug_level (0.2 "
+        "unless trained otherwise). 0 trusts the previous stage exactly",
+    )
+    g.add_argument(
+        "--save-stages",
+        action="store_true",
+        help="also write every stage's images to --out/stage1, stage2, ...",
+    )
 
 
 def _add_guidance_flags(p) -> None:
@@ -272,13 +343,37 @@ def load_model(path: str | None, *, ema: bool, device: str) -> LoadedModel:
     return load(path, ema=ema, device=device)
 
 
-def run(args) -> int:
-    model = load_model(args.run, ema=not args.raw, device=args.device)
+def steering(
+    args, model: LoadedModel, n: int
+) -> tuple[torch.Tensor | None, float, GuidanceOptions]:
+    """The conditioning flags checked against ``model``: (labels, CFG scale, guidance options)
+    for n images."""
     check_conditioning_flags(args, model)
     options = guidance_options(args, model)
-    labels = parse_class(args.class_, model, args.num, options.classifier)
+    labels = parse_class(args.class_, model, n, options.classifier)
     steer = [labels, args.negative_class, args.prompt, args.negative_prompt]
-    guidance = cfg_scale(args, model, steer=any(s is not None for s in steer))
+    return labels, cfg_scale(args, model, steer=any(s is not None for s in steer)), options
+
+
+def sampler_options(args) -> dict | None:
+    """The sampler's own options given as flags (--eta)."""
+    return {"eta": args.eta} if args.eta is not None else None
+
+
+def run(args) -> int:
+    if args.cascade is not None:
+        from pixdiff.cli.cascade import run_cascade  # it imports this module's helpers
+
+        return run_cascade(args)
+    check_no_cascade_flags(args)
+    model = load_model(args.run, ema=not args.raw, device=args.device)
+    if model.sr is not None:
+        raise ValueError(
+            f"{model.path} is a super-resolution model ({model.sr.low_res_size} -> "
+            f"{model.image_shape[-1]}): use `pixdiff upscale RUN --input IMAGE` or "
+            "`pixdiff sample --cascade BASE_RUN RUN`"
+        )
+    labels, guidance, options = steering(args, model, args.num)
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
     steps = steps_for_nfe(args.sampler, args.nfe) if args.nfe is not None else args.steps
     x = generate(
@@ -293,7 +388,7 @@ def run(args) -> int:
         steps=steps,
         seed=args.seed,
         batch_size=args.batch_size,
-        options={"eta": args.eta} if args.eta is not None else None,
+        options=sampler_options(args),
         device=args.device,
         progress=not args.no_progress,
         recorder=recorder,
@@ -312,6 +407,23 @@ def run(args) -> int:
     for extra in paths[1:]:
         print(f"also wrote {extra}")
     return 0
+
+
+def check_no_cascade_flags(args) -> None:
+    """One line for a per-stage flag given without --cascade."""
+    given = [
+        flag
+        for flag, value in (
+            ("--stage-steps", args.stage_steps),
+            ("--stage-sampler", args.stage_sampler),
+            ("--stage-guidance", args.stage_guidance),
+            ("--aug-level", args.aug_level),
+            ("--save-stages", args.save_stages or None),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ValueError(f"{', '.join(given)} need(s) --cascade BASE_RUN SR_RUN ...")
 
 
 def _row_length(labels, model: LoadedModel, n: int) -> int | None:

@@ -64,6 +64,15 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps (run.steps)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (optim.batch_size)")
     p.add_argument("--image-size", type=int, default=None, help="image size (data.image_size)")
+    p.add_argument(
+        "--sr-from",
+        type=int,
+        default=None,
+        metavar="SIZE",
+        help="train a super-resolution model from SIZE x SIZE to --image-size (sr.low_res_size): "
+        "conditioned on the area-downsampled image, noised by conditioning augmentation at a "
+        "time uniform in [0, sr.aug_max] of sr.aug_schedule (see docs/concepts.md)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed (run.seed)")
     p.add_argument(
         "--eval-every",
@@ -102,6 +111,7 @@ def build_config(args) -> TrainConfig:
         "run.steps": args.steps,
         "optim.batch_size": args.batch_size,
         "data.image_size": args.image_size,
+        "sr.low_res_size": args.sr_from,
         "run.seed": args.seed,
         "run.eval_every": args.eval_every,
         "run.device": args.device,

@@ -55,6 +55,7 @@ class SampleSpec:
     device: str = "cpu"
     progress: bool = False
     options: GuidanceOptions | None = None  # thresholding, CFG-rescale, ... (pixdiff.guidance)
+    spacing: str | None = None  # the time grid (None: the schedule's default)
 
 
 def balanced_labels(n: int, num_classes: int) -> Tensor | None:
@@ -89,6 +90,7 @@ def draw_from(
         device=spec.device,
         progress=spec.progress,
         guidance_options=spec.options,
+        spacing=spec.spacing,
     )
     return (x.clamp(-1, 1) if clip else x), labels
 

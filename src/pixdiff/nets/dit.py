@@ -5,6 +5,8 @@ Patchify with a strided conv, add a fixed 2-D sin-cos position embedding, run ad
 Transformer blocks conditioned on the noise level (and label / pooled embedding), then an adaLN
 final layer and unpatchify. With ``context_dim`` each block gains a cross-attention sub-layer
 after self-attention (PixArt-alpha, Chen et al. 2023) whose output projection starts at zero.
+With ``low_res_channels`` it is a super-resolution model: the upsampled low-resolution image is
+concatenated to x_t before the patch embedding (SR3 / CDM, as the U-Net).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pixdiff.nets.layers import (
     broadcast_c_noise,
     check_config_ints,
     check_net_inputs,
+    concat_low_res,
     config_from_dict,
     config_to_dict,
     mlp,
@@ -44,6 +47,8 @@ class DiTConfig:
         learn_sigma: output twice the channels (iDDPM learned variance, as DiT does).
         context_dim: width of cross-attention context tokens (0 = no cross-attention).
         pooled_dim: width of a pooled embedding added to the conditioning vector (0 = none).
+        low_res_channels: channels of ``cond.low_res``, upsampled and concatenated to the
+            input before patchifying (SR3 / CDM super-resolution; 0 = none).
     """
 
     in_channels: int = 3
@@ -57,13 +62,14 @@ class DiTConfig:
     learn_sigma: bool = False
     context_dim: int = 0
     pooled_dim: int = 0
+    low_res_channels: int = 0
 
     def __post_init__(self) -> None:
         check_config_ints(
             self,
             positive=("in_channels", "image_size", "patch_size", "hidden_size", "depth")
             + ("num_heads",),
-            non_negative=("num_classes", "context_dim", "pooled_dim"),
+            non_negative=("num_classes", "context_dim", "pooled_dim", "low_res_channels"),
         )
         if self.image_size % self.patch_size:
             raise ValueError(
@@ -161,9 +167,15 @@ class DiT(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.x_embedder = nn.Conv2d(c.in_channels, c.hidden_size, c.patch_size, c.patch_size)
+        self.x_embedder = nn.Conv2d(
+            c.in_channels + c.low_res_channels, c.hidden_size, c.patch_size, c.patch_size
+        )
         self.embed = CondEmbedder(
-            c.hidden_size, freq_dim=256, num_classes=c.num_classes, pooled_dim=c.pooled_dim
+            c.hidden_size,
+            freq_dim=256,
+            num_classes=c.num_classes,
+            pooled_dim=c.pooled_dim,
+            low_res_noise=c.low_res_channels > 0,
         )
         pos = sincos_pos_embed_2d(c.hidden_size, c.grid_size, c.grid_size)
         self.register_buffer("pos_embed", pos[None], persistent=False)  # (1, T, D)
@@ -183,7 +195,7 @@ class DiT(nn.Module):
         """All initialisation in one place, as DiT's ``initialize_weights``.
 
         Xavier-uniform linears with zero bias; the patch embedding initialised like a linear;
-        embedding tables and the timestep MLP N(0, 0.02); adaLN modulations, cross-attention
+        embedding tables and the timestep MLPs N(0, 0.02); adaLN modulations, cross-attention
         outputs and the final linear zeroed (adaLN-Zero), so a fresh DiT outputs exactly zero.
         """
         for module in self.modules():
@@ -195,8 +207,10 @@ class DiT(nn.Module):
         nn.init.zeros_(self.x_embedder.bias)
         if self.embed.label is not None:
             nn.init.normal_(self.embed.label.table.weight, std=0.02)
-        nn.init.normal_(self.embed.time.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.embed.time.mlp[2].weight, std=0.02)
+        for embedder in (self.embed.time, self.embed.low_res_noise):
+            if embedder is not None:
+                nn.init.normal_(embedder.mlp[0].weight, std=0.02)
+                nn.init.normal_(embedder.mlp[2].weight, std=0.02)
         for block in self.blocks:
             zero_module(block.adaLN_modulation[-1])
             if block.cross_attn is not None:
@@ -210,7 +224,7 @@ class DiT(nn.Module):
         Args:
             x: (N, in_channels, H, W) noisy images, H and W multiples of ``patch_size``.
             c_noise: (N,) float noise conditioning, or a scalar broadcast to N.
-            cond: the conditioning this net was built for (label / context / pooled).
+            cond: the conditioning this net was built for (label / context / pooled / low_res).
 
         Returns:
             (N, in_channels * (2 if learn_sigma else 1), H, W).
@@ -218,7 +232,8 @@ class DiT(nn.Module):
         c_noise = broadcast_c_noise(c_noise, x.shape[0], x.device)
         cond = self._check_inputs(x, cond)
         grid_h, grid_w = x.shape[2] // self.config.patch_size, x.shape[3] // self.config.patch_size
-        tokens = self.x_embedder(x).flatten(2).transpose(1, 2)  # (N, T, D)
+        h = concat_low_res(x, cond.low_res) if self.config.low_res_channels else x
+        tokens = self.x_embedder(h).flatten(2).transpose(1, 2)  # (N, T, D)
         tokens = tokens + self._pos_embed(grid_h, grid_w).to(tokens.dtype)
         c = self.embed(c_noise, cond)  # (N, D)
         for block in self.blocks:

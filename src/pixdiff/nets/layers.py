@@ -252,9 +252,9 @@ class CondEmbedder(nn.Module):
     """Sum of the noise-level embedding and every vector condition (ADM, DiT, Imagen, CDM).
 
     Class labels (ADM ``label_emb``, DiT ``y_embedder``), a pooled text embedding (Imagen,
-    Saharia et al. 2022) and the augmentation noise level of a low-resolution input (CDM, Ho et
-    al. 2022, embedded like a timestep) are each mapped to ``dim`` and added to the timestep
-    embedding.
+    Saharia et al. 2022) and the augmentation time t of a low-resolution input (CDM, Ho et
+    al. 2022, embedded like a timestep, as ``LOW_RES_NOISE_SCALE * t``) are each mapped to
+    ``dim`` and added to the timestep embedding.
     """
 
     def __init__(
@@ -280,8 +280,21 @@ class CondEmbedder(nn.Module):
         if self.pooled is not None:
             emb = emb + self.pooled(cond.pooled)
         if self.low_res_noise is not None:
-            emb = emb + self.low_res_noise(cond.low_res_noise)
+            emb = emb + self.low_res_noise(LOW_RES_NOISE_SCALE * cond.low_res_noise)
         return emb
+
+
+# The augmentation time t in [0, 1] is embedded as 1000 t, the scale of the timestep a network
+# is fed for its own noise level (``Schedule.timestep``), so the sinusoidal frequencies resolve it.
+LOW_RES_NOISE_SCALE = 1000.0
+
+
+def concat_low_res(x: Tensor, low_res: Tensor) -> Tensor:
+    """x_t with the low-resolution image, upsampled bilinearly to x's size, appended as extra
+    channels (SR3, Saharia et al. 2021, Sec. 2.4; they upsample bicubically, whose overshoot
+    bilinear avoids). x (N, C, H, W), low_res (N, C', h, w) -> (N, C + C', H, W)."""
+    up = F.interpolate(low_res.to(x.dtype), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([x, up], dim=1)
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -394,7 +407,7 @@ def config_from_dict(cls: type[C], d: dict[str, Any]) -> C:
 
 def required_cond(config: Any) -> list[str]:
     """Names of the Cond fields a network built from ``config`` needs on every call."""
-    low_res = getattr(config, "low_res_channels", 0) > 0
+    low_res = config.low_res_channels > 0
     wanted = {
         "label": config.num_classes > 0,
         "context": config.context_dim > 0,

@@ -4,7 +4,7 @@ Ho et al. 2020 ("Denoising Diffusion Probabilistic Models", the CIFAR-10 U-Net);
 Dhariwal 2021 ("Improved DDPM", learned variance); Dhariwal & Nichol 2021 ("Diffusion Models
 Beat GANs", ADM: scale-shift norm, BigGAN up/down blocks, head width 64). Cross-attention to a
 token context follows LDM (Rombach et al. 2022); low-resolution conditioning by concatenation
-follows SR3 (Saharia et al. 2021) and CDM (Ho et al. 2022).
+follows SR3 (Saharia et al. 2021) and CDM (Ho et al. 2022): see ``layers.concat_low_res``.
 
 The network maps ``(x_t, c_noise, cond)`` to an output shaped like ``x_t`` (twice the channels
 with ``learn_sigma``); it knows nothing of schedules or prediction types.
@@ -27,6 +27,7 @@ from pixdiff.nets.layers import (
     broadcast_c_noise,
     check_config_ints,
     check_net_inputs,
+    concat_low_res,
     config_from_dict,
     config_to_dict,
     group_norm,
@@ -388,12 +389,7 @@ class UNet(nn.Module):
         c_noise = broadcast_c_noise(c_noise, x.shape[0], x.device)
         cond = self._check_inputs(x, cond)
         emb = self.embed(c_noise, cond)  # (N, emb_dim)
-        h = x
-        if self.config.low_res_channels:
-            low_res = F.interpolate(
-                cond.low_res, size=x.shape[-2:], mode="bilinear", align_corners=False
-            )
-            h = torch.cat([x, low_res.to(x.dtype)], dim=1)  # (N, in + low_res_channels, H, W)
+        h = concat_low_res(x, cond.low_res) if self.config.low_res_channels else x
         args = (emb, cond.context, cond.context_mask)
         skips = []
         for block in self.input_blocks:

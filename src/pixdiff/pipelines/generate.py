@@ -4,11 +4,12 @@ guidance."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 
-from pixdiff.conditioning import Cond
+from pixdiff.conditioning import Cond, merge
 from pixdiff.denoiser import Denoised
 from pixdiff.guidance import DenoiserWrapper, GuidanceOptions, guide
 from pixdiff.nets.text import PromptEncoder, check_prompts, text_encoder_of
@@ -85,9 +86,10 @@ def prompt_cond(
         both = encoder.encode([*prompts, negative_prompt or ""])
     other = both.index(slice(n, n + 1))
 
-    def uncond(cond: Cond) -> Cond:
+    def uncond(cond: Cond) -> Cond:  # keeps fields CFG does not steer by (a low-res image)
         rows = cond.context.shape[0]
-        return other.map(lambda v: v.to(cond.context.device).expand(rows, *v.shape[1:]))
+        prompt = other.map(lambda v: v.to(cond.context.device).expand(rows, *v.shape[1:]))
+        return replace(cond, **{name: getattr(prompt, name) for name in prompt.present()})
 
     return both.index(slice(0, n)), uncond
 
@@ -183,6 +185,7 @@ def generate(
     dtype: torch.dtype = torch.float32,
     spacing: str | None = None,
     guidance_options: GuidanceOptions | None = None,
+    extra_cond: Cond | None = None,
 ) -> Tensor:
     """n samples (N, C, H, W) in [-1, 1] (unclipped); sample i uses seed + i.
 
@@ -197,6 +200,9 @@ def generate(
         recorder: if given, wraps the denoiser to record the trajectory of the first batch.
         dtype: the sampler state's dtype (float64 for reference solutions).
         spacing: the time grid (default: by schedule, see pixdiff.sampling.default_spacing).
+        extra_cond: conditioning every sample also gets, n rows (a super-resolution model's
+            low-res image, see :func:`pixdiff.pipelines.cascade.low_res_input`); CFG keeps it in
+            both branches.
     """
     if n < 1:
         raise ValueError(f"number of samples must be >= 1, got {n}")
@@ -204,6 +210,7 @@ def generate(
         denoiser, n, labels=labels, prompts=prompts, num_classes=num_classes, guidance=guidance,
         options=guidance_options or GuidanceOptions(),
     )  # fmt: skip
+    cond = merge(cond, extra_cond)
     out = []
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)

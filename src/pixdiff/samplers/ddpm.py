@@ -14,6 +14,18 @@ from pixdiff.schedules import Schedule
 Variance = Literal["small", "large", "learned"]
 
 
+def transition(schedule: Schedule, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """q(x_t | x_s) = N(alpha_ts x_s, sigma_ts^2 I) for s < t on any Gaussian path (Kingma et
+    al. 2021, Sec. 2, q(z_t | z_s)): alpha_ts = alpha_t / alpha_s and
+    sigma_ts^2 = sigma_t^2 - alpha_ts^2 sigma_s^2.
+
+    Returns:
+        (alpha_ts, sigma_ts^2), float64.
+    """
+    a_ts = schedule.alpha(t) / schedule.alpha(s)
+    return a_ts, schedule.sigma(t) ** 2 - a_ts**2 * schedule.sigma(s) ** 2
+
+
 def posterior(schedule: Schedule, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """q(x_s | x_t, x0) for s < t on any Gaussian path (Kingma et al. 2021, Eq. 32-34).
 
@@ -25,9 +37,8 @@ def posterior(schedule: Schedule, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor,
     Returns:
         (coef_xt, coef_x0, var_small, var_large), float64 scalars.
     """
-    a_t, s_t, a_s, s_s = schedule.alpha(t), schedule.sigma(t), schedule.alpha(s), schedule.sigma(s)
-    a_ts = a_t / a_s
-    var_ts = s_t**2 - a_ts**2 * s_s**2
+    s_t, a_s, s_s = schedule.sigma(t), schedule.alpha(s), schedule.sigma(s)
+    a_ts, var_ts = transition(schedule, s, t)
     return a_ts * s_s**2 / s_t**2, a_s * var_ts / s_t**2, var_ts * s_s**2 / s_t**2, var_ts
 
 

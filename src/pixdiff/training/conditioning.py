@@ -5,7 +5,7 @@ Captions (the emoji set, a folder's ``metadata.jsonl`` ``text``) make it text-co
 labels are then unused (``text.enabled=false`` ignores the captions instead); otherwise labels
 make it class-conditional; otherwise it is unconditional. Conditions are dropped for
 classifier-free guidance (Ho & Salimans 2022): labels to the null label, prompts to the empty
-prompt.
+prompt. A super-resolution run (``sr.low_res_size``) also conditions on the low-res image.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixdiff.conditioning import Cond
+from pixdiff.conditioning import Cond, merge
 from pixdiff.config import TrainConfig
 from pixdiff.data import Batch, ImageSet
+from pixdiff.low_res import training_cond
 from pixdiff.nets.text import TextConditionedNet
 from pixdiff.training.losses import drop_labels, drop_prompts
 
@@ -34,18 +35,32 @@ def uses_text(cfg: TrainConfig, data: ImageSet) -> bool:
 
 
 def cond_fields(cfg: TrainConfig, data: ImageSet) -> dict[str, int]:
-    """The network config fields the conditioning fixes: num_classes, context_dim, pooled_dim."""
+    """The network config fields the conditioning fixes: num_classes, context_dim, pooled_dim,
+    and low_res_channels (the image's channels for a super-resolution run, ``sr.low_res_size``)."""
+    low_res = {"low_res_channels": data.images.shape[1] if cfg.sr.low_res_size else 0}
     if uses_text(cfg, data):
-        return {"num_classes": 0, "context_dim": cfg.text.width, "pooled_dim": cfg.text.width}
+        text = {"num_classes": 0, "context_dim": cfg.text.width, "pooled_dim": cfg.text.width}
+        return {**text, **low_res}
     use_labels = cfg.data.conditional and data.labels is not None
-    return {"num_classes": data.num_classes if use_labels else 0}
+    return {"num_classes": data.num_classes if use_labels else 0, **low_res}
 
 
 def batch_cond(
     cfg: TrainConfig, model: nn.Module, batch: Batch, generator: torch.Generator, device
 ) -> Cond | None:
-    """The batch's Cond with conditions dropped for CFG; text is encoded here, with gradients,
-    so the builtin encoder trains with the denoiser."""
+    """The batch's Cond: the class or text condition (dropped for CFG) and, for a
+    super-resolution run, the augmented low-res image (never dropped)."""
+    cond = _steering_cond(cfg, model, batch, generator, device)
+    if not cfg.sr.low_res_size:
+        return cond
+    return merge(cond, training_cond(batch.images, cfg.sr, generator))
+
+
+def _steering_cond(
+    cfg: TrainConfig, model: nn.Module, batch: Batch, generator: torch.Generator, device
+) -> Cond | None:
+    """Labels or encoded prompts, dropped for CFG; text is encoded here, with gradients, so the
+    builtin encoder trains with the denoiser."""
     if isinstance(model, TextConditionedNet):
         prompts = drop_prompts(batch.captions, cfg.text.prompt_dropout, generator)
         return model.encode(prompts, warn=False)  # train() warned once about long captions

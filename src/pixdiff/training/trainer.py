@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pixdiff import __version__
@@ -36,13 +37,15 @@ from pixdiff.checkpoint import (
     write_json,
 )
 from pixdiff.config import TrainConfig, to_dict
-from pixdiff.data import ImageSet, batches, load_dataset
+from pixdiff.data import ImageSet, batches, load_dataset, to_model_space
 from pixdiff.denoiser import Denoiser
 from pixdiff.eval.report import EVAL_FIELDS, PeriodicEval, SampleSpec
 from pixdiff.images import make_grid, save_png
+from pixdiff.low_res import downsample
 from pixdiff.nets import UNetConfig, build_net, preset
 from pixdiff.nets.text import TextConditionedNet, build_text_encoder
-from pixdiff.pipelines.generate import class_grid
+from pixdiff.pipelines.cascade import low_res_input
+from pixdiff.pipelines.generate import class_grid, generate
 from pixdiff.schedules import schedule_from_dict
 from pixdiff.training.conditioning import batch_cond, cond_fields, grid_prompts, uses_text
 from pixdiff.training.ema import EMA as EMAWeights
@@ -122,6 +125,7 @@ def net_config_for(cfg: TrainConfig, data: ImageSet):
         fitted["out_channels"] = data.images.shape[1]
     fitted.update(cond_fields(cfg, data))
     fitted["learn_sigma"] = cfg.diffusion.learn_sigma
+    _check_sr(cfg, data)
     asked = cfg.model.overrides.get("learn_sigma", cfg.diffusion.learn_sigma)
     if asked != cfg.diffusion.learn_sigma:
         raise TrainingError(
@@ -129,6 +133,30 @@ def net_config_for(cfg: TrainConfig, data: ImageSet):
             f"{cfg.diffusion.learn_sigma}; set diffusion.learn_sigma (it also adds the VLB loss)"
         )
     return preset(cfg.model.preset, **{**fitted, **cfg.model.overrides})
+
+
+def _check_sr(cfg: TrainConfig, data: ImageSet) -> None:
+    """One line for a super-resolution preset without sr.low_res_size, a low-res size not below
+    the image size, or a low_res_channels override (sr.low_res_size sets it)."""
+    size, image = cfg.sr.low_res_size, data.images.shape[-1]
+    if size >= image:
+        raise TrainingError(
+            f"sr.low_res_size (--sr-from) {size} must be smaller than the image size {image}"
+        )
+    if not size and preset(cfg.model.preset).low_res_channels:
+        raise TrainingError(
+            f"preset {cfg.model.preset!r} is a super-resolution network: give the low-res size "
+            "with --sr-from SIZE (sr.low_res_size)"
+        )
+    if "low_res_channels" in cfg.model.overrides:
+        raise TrainingError(
+            "model.overrides.low_res_channels is set by sr.low_res_size (--sr-from); drop it"
+        )
+    if size and cfg.run.eval_every:
+        raise TrainingError(
+            "run.eval_every scores generated samples; a super-resolution run needs low-res "
+            "inputs for that, so set run.eval_every=0"
+        )
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -226,9 +254,19 @@ class CSVLog:
 
 
 def sample_grid(
-    denoiser: Denoiser, cfg: TrainConfig, path: Path, device, prompts: list[str] | None
+    denoiser: Denoiser,
+    cfg: TrainConfig,
+    path: Path,
+    device,
+    prompts: list[str] | None,
+    data: ImageSet,
 ) -> None:
-    """A grid from the EMA weights: one row per class (up to 10) or prompt, or an 8x8 grid."""
+    """A grid from the EMA weights: one row per class (up to 10) or prompt, or an 8x8 grid; for
+    a super-resolution run, :func:`sr_grid`."""
+    if cfg.sr.low_res_size:
+        rows = sr_grid(denoiser, cfg, data, device)
+        save_png(make_grid(rows, nrow=len(rows) // 3), path, scale=2)
+        return
     c = denoiser.net.config
     x = class_grid(
         denoiser,
@@ -240,6 +278,25 @@ def sample_grid(
         device=device,
     )
     save_png(make_grid(x.clamp(-1, 1), nrow=8), path, scale=2)
+
+
+def sr_grid(denoiser: Denoiser, cfg: TrainConfig, data: ImageSet, device, n: int = 8) -> Tensor:
+    """Rows for a super-resolution run: the first n training images' low-res inputs (nearest
+    upsampled), their super-resolved samples (at sr.aug_level, guided by their own labels or
+    captions), the originals. (3n, C, H, W) in [-1, 1]."""
+    images = to_model_space(data.images[:n])
+    low_res = downsample(images, cfg.sr.low_res_size)
+    labels = data.labels[:n] if denoiser.net.config.num_classes else None
+    prompts = data.captions[:n] if isinstance(denoiser.net, TextConditionedNet) else None
+    steer = labels is not None or prompts is not None
+    c = denoiser.net.config
+    x = generate(
+        denoiser, images.shape[1:], n=len(images), labels=labels, prompts=prompts,
+        num_classes=c.num_classes, guidance=cfg.sample.guidance if steer else 1.0, steps=25,
+        device=device, extra_cond=low_res_input(c, low_res, sr=cfg.sr, aug_level=None, seed=0),
+    )  # fmt: skip
+    nearest = F.interpolate(low_res, size=images.shape[-2:], mode="nearest")
+    return torch.cat([nearest, x.clamp(-1, 1), images])
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -407,7 +464,7 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
                 last_log, imgs = now, 0
             if world.is_main and cfg.run.sample_every and step % cfg.run.sample_every == 0:
                 path = out / "samples" / f"step_{step:07d}.png"
-                sample_grid(ema_denoiser, cfg, path, device, prompts)
+                sample_grid(ema_denoiser, cfg, path, device, prompts, data)
             if periodic is not None and step % cfg.run.eval_every == 0:
                 periodic(ema_denoiser, step)
             done = step == cfg.run.steps or stop.requested

@@ -1,0 +1,172 @@
+"""``pixdiff edit``, ``pixdiff inpaint`` and ``pixdiff upscale``: image-to-image commands.
+
+Each reads one input image (a mode other than the model's grey/RGB is converted with a warning;
+a size other than the model's is refused), makes -n variations of it and writes them as
+``pixdiff sample`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from torch import Tensor
+
+from pixdiff.checkpoint import LoadedModel
+from pixdiff.cli.sample import (
+    add_conditioning_flags,
+    add_output_flags,
+    add_sampler_flags,
+    load_model,
+    sampler_options,
+    steering,
+    write_samples,
+)
+from pixdiff.images import read_image, read_mask
+from pixdiff.pipelines.cascade import Stage, cascade
+from pixdiff.pipelines.edit import img2img, inpaint
+from pixdiff.pipelines.generate import guided_cond
+from pixdiff.sampling import Sampling
+
+COMMANDS = {
+    "edit": (
+        "img2img / SDEdit: re-imagine an image",
+        "SDEdit (Meng et al. 2022): noise the input to time t = --strength on the sampling "
+        "grid, then denoise over the rest of the grid.",
+    ),
+    "inpaint": (
+        "fill a masked region of an image",
+        "Inpainting: at every step the known region is replaced by a forward-noised copy of the "
+        "input; --resample R > 1 adds RePaint's resampling (Lugmayr et al. 2022).",
+    ),
+    "upscale": (
+        "super-resolve an image with a super-resolution run",
+        "Upscale a low-resolution image with a run trained with --sr-from (SR3, Saharia et al. "
+        "2021; noise conditioning augmentation, Ho et al. 2022).",
+    ),
+}
+
+
+def _parser(sub, name: str, func) -> argparse.ArgumentParser:
+    """The command's parser with RUN and --input; the caller adds its own flags."""
+    help_, description = COMMANDS[name]
+    p = sub.add_parser(
+        name,
+        help=help_,
+        description=description + " Writes grid.png and one PNG per image into --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run", help="run directory or .safetensors checkpoint")
+    p.add_argument(
+        "--input",
+        required=True,
+        metavar="IMAGE",
+        help="input image file, of the model's input size (a different size is refused; "
+        "another mode is converted to grey/RGB with a warning, transparency on white)",
+    )
+    p.add_argument("-n", "--num", type=int, default=1, help="variations of the input to make")
+    p.set_defaults(func=func)
+    return p
+
+
+def add_parsers(sub) -> None:
+    strength = "time in [0, 1] the input is noised to: 0 returns it unchanged, 1 ignores it"
+    p = _parser(sub, "edit", run_edit)
+    p.add_argument("--strength", type=float, required=True, metavar="S", help=strength)
+    _add_common(p, "out/edit")
+    mask = "mask image of the input's size: white (>= 128) = fill, black = keep"
+    resample = (
+        "RePaint resampling: redo each step R times, jumping back by the forward process "
+        "(1 = plain replacement; NFE ~ steps x R)"
+    )
+    p = _parser(sub, "inpaint", run_inpaint)
+    p.add_argument("--mask", required=True, metavar="MASK", help=mask)
+    p.add_argument("--resample", type=int, default=1, metavar="R", help=resample)
+    _add_common(p, "out/inpaint")
+    aug = (
+        "noise conditioning augmentation time in [0, 1] of the input; None: the run's "
+        "sr.aug_level (0.2 unless trained otherwise). 0 trusts the input exactly"
+    )
+    p = _parser(sub, "upscale", run_upscale)
+    p.add_argument("--aug-level", type=float, default=None, metavar="T", help=aug)
+    _add_common(p, "out/upscale")
+
+
+def _add_common(p, default_out: str) -> None:
+    add_sampler_flags(p)
+    add_conditioning_flags(p)
+    add_output_flags(p, default_out=default_out)
+
+
+def _model_and_input(args, *, sr: bool) -> tuple[LoadedModel, Tensor]:
+    """The run (a super-resolution one when ``sr``) and its (num, C, h, w) input on the
+    device."""
+    model = load_model(args.run, ema=not args.raw, device=args.device)
+    if args.num < 1:
+        raise ValueError(f"-n must be >= 1, got {args.num}")
+    if sr and model.sr is None:
+        raise ValueError(
+            f"{model.path} is not a super-resolution model (trained without --sr-from)"
+        )
+    if not sr and model.sr is not None:
+        raise ValueError(
+            f"{model.path} is a super-resolution model: use `pixdiff upscale`, or give a base run"
+        )
+    size = model.sr.low_res_size if sr else model.image_shape[-1]
+    x = read_image(args.input, size=size, channels=model.image_shape[0], who=str(model.path))
+    return model, x.to(args.device).expand(args.num, -1, -1, -1)
+
+
+def _guided(args, model: LoadedModel):
+    """(cond on the device, guided denoiser) from the conditioning flags."""
+    labels, guidance, options = steering(args, model, args.num)
+    cond, den = guided_cond(
+        model.denoiser, args.num, labels=labels, prompts=args.prompt,
+        num_classes=model.num_classes, guidance=guidance, options=options,
+    )  # fmt: skip
+    return (None if cond is None else cond.to(args.device)), den
+
+
+def _write(args, x, what: str) -> int:
+    grid = write_samples(x, Path(args.out))[0]
+    print(f"wrote {args.num} {what} image(s) ({args.sampler}, {args.steps} steps); grid: {grid}")
+    return 0
+
+
+def _sampling(args) -> Sampling:
+    return Sampling(args.sampler, args.steps, args.grid, sampler_options(args))
+
+
+def run_edit(args) -> int:
+    model, x0 = _model_and_input(args, sr=False)
+    cond, den = _guided(args, model)
+    x = img2img(
+        den, x0, strength=args.strength, sampling=_sampling(args), cond=cond, seed=args.seed,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    return _write(args, x, f"edited (strength {args.strength:g})")
+
+
+def run_inpaint(args) -> int:
+    model, x0 = _model_and_input(args, sr=False)
+    known = read_mask(args.mask, size=model.image_shape[-1], image=args.input).to(args.device)
+    cond, den = _guided(args, model)
+    x = inpaint(
+        den, x0, known, resample=args.resample, sampling=_sampling(args), cond=cond,
+        seed=args.seed, progress=not args.no_progress,
+    )  # fmt: skip
+    return _write(args, x, "inpainted")
+
+
+def run_upscale(args) -> int:
+    model, low_res = _model_and_input(args, sr=True)
+    labels, guidance, options = steering(args, model, args.num)
+    stage = Stage(
+        model, sampling=_sampling(args), guidance=guidance, aug_level=args.aug_level,
+        guidance_options=options,
+    )  # fmt: skip
+    x = cascade(
+        [stage], low_res=low_res, labels=labels, prompts=args.prompt, seed=args.seed,
+        device=args.device, progress=not args.no_progress,
+    )[-1]  # fmt: skip
+    return _write(args, x, f"upscaled ({low_res.shape[-1]} -> {x.shape[-1]})")
