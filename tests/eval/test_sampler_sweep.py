@@ -23,11 +23,11 @@ def test_bench_samplers_writes_csv_plot_summary_and_converges(tmp_path, capsys):
         (12, 11, 6),
     ]
     for name in ("ddim", "dpmpp-2m"):  # more NFE, closer to the reference
-        rmse = [float(r["rmse"]) for r in rows if r["sampler"] == name]
+        rmse = [float(r["score"]) for r in rows if r["sampler"] == name]
         assert rmse == sorted(rmse, reverse=True), (name, rmse)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["best"]) == {"3", "6", "12"}
-    assert summary["reference"]["floor_rmse"] < min(float(r["rmse"]) for r in rows)
+    assert summary["reference"]["floor_rmse"] < min(float(r["score"]) for r in rows)
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "NFE <=  12:" in capsys.readouterr().out
 
@@ -60,3 +60,22 @@ def test_reference_is_cached_and_reused(tmp_path, monkeypatch):
     assert calls == [("ddim", 4)]  # only the sweep; the reference came from the cache
     assert main([*argv, "--seed", "1"]) == 0  # another request: recomputed
     assert ("dpmpp-2m", 8) in calls
+
+
+def test_bench_samplers_by_frechet_distance_takes_stochastic_samplers(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXDIFF_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "fd"
+    argv = ["bench", "samplers", "--metric", "fd", "-n", "130", "--samplers", "ddim,ddpm"]
+    argv += ["--nfe", "2,8", "--out", str(out), "--no-progress", "--batch-size", "130"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert {(r["sampler"], r["budget"]) for r in rows} == {
+        ("ddim", "2"),
+        ("ddim", "8"),
+        ("ddpm", "2"),
+        ("ddpm", "8"),
+    }
+    fd = {(r["sampler"], r["budget"]): float(r["score"]) for r in rows}
+    assert fd[("ddim", "8")] < fd[("ddim", "2")]  # more steps, closer to the data
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == "fd" and not (out / "reference.safetensors").exists()

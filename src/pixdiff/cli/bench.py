@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from pixdiff.cli.sample import add_run_argument, load_model, parse_class
+from pixdiff.eval.features import load_extractor
+from pixdiff.eval.fid import reference_stats
 from pixdiff.eval.sampler_sweep import (
     DEFAULT_NFES,
     DEFAULT_SAMPLERS,
@@ -15,8 +17,10 @@ from pixdiff.eval.sampler_sweep import (
     SweepRow,
     best_per_budget,
     check_samplers,
+    fd_score,
     plot,
     reference,
+    rmse_score,
     sweep,
     write_csv,
 )
@@ -33,13 +37,14 @@ def add_parser(sub) -> None:
     kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     p = kinds.add_parser(
         "samplers",
-        help="sweep samplers against NFE; distance to a many-step reference solution",
+        help="sweep samplers against NFE: distance to a reference solution, or FD",
         description="Run every sampler at every NFE budget from the same noise, score each by "
         "its per-image RMSE (pixels in [-1, 1]) to a float64 reference solution of the same "
-        "ODE, and write sweep.csv, sweep.png and summary.json into --out. Prints the best "
-        "sampler for each budget. The reference is kept in --out/reference.safetensors and "
-        "reused by a later run with the same model, reference and images. Only "
-        "deterministic samplers converge to the reference.",
+        "ODE (only deterministic samplers converge to it) or, with --metric fd, by the "
+        "Frechet distance to the run's dataset; write sweep.csv, sweep.png and summary.json "
+        "into --out and print the best sampler for each budget. The reference is kept in "
+        "--out/reference.safetensors and reused by a later run with the same model, "
+        "reference and images.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_run_argument(p)
@@ -54,6 +59,19 @@ def add_parser(sub) -> None:
         help="comma-separated NFE budgets (a method gets the most steps that fit)",
     )
     p.add_argument("-n", "--num", type=int, default=64, help="images per sampler and budget")
+    p.add_argument(
+        "--metric",
+        default="rmse",
+        choices=("rmse", "fd"),
+        help="rmse: per-image RMSE to a many-step reference solution from the same noise "
+        "(deterministic samplers); fd: Frechet distance to the run's dataset (any sampler; "
+        "-n at least 129 with the default extractor, thousands for a stable value)",
+    )
+    p.add_argument(
+        "--extractor",
+        default="fashion-classifier",
+        help="feature extractor for --metric fd (a name, TorchScript file or classifier dir)",
+    )
     p.add_argument("--reference-sampler", default="dpmpp-2m", help="sampler of the reference")
     p.add_argument("--reference-steps", type=int, default=500, help="steps of the reference")
     p.add_argument(
@@ -89,7 +107,8 @@ def parse_list(text: str, kind: type, what: str) -> list:
 def run_samplers(args) -> int:
     samplers = parse_list(args.samplers, str, "--samplers")
     nfes = parse_list(args.nfe, int, "--nfe")
-    check_samplers([*samplers, args.reference_sampler])
+    check_samplers(samplers, pathwise=args.metric == "rmse")
+    check_samplers([args.reference_sampler])
     if args.num < 1 or args.reference_steps < 2:
         raise ValueError("-n must be >= 1 and --reference-steps >= 2")
     model = load_model(args.run, ema=not args.raw, device=args.device)
@@ -104,12 +123,75 @@ def run_samplers(args) -> int:
         spacing=args.grid,
     )
     out = Path(args.out)
+    start = time.perf_counter()
+    score, floor, reference_info = _scorer(args, model, request, out)
+    label = "RMSE" if args.metric == "rmse" else "FD"
+    print(f"{'sampler':<16}{'budget':>7}{'NFE':>5}{'steps':>7}{label:>11}{'s':>8}", flush=True)
+
+    def show(row: SweepRow) -> None:
+        print(
+            f"{row.sampler:<16}{row.budget:>7}{row.nfe:>5}{row.steps:>7}{row.score:>11.3e}"
+            f"{row.seconds:>8.1f}",
+            flush=True,
+        )
+
+    rows = sweep(
+        model,
+        request,
+        score,
+        samplers=samplers,
+        nfes=nfes,
+        pathwise=args.metric == "rmse",
+        on_row=show,
+    )
+    write_csv(rows, out / "sweep.csv")
+    ylabel = (
+        "RMSE to the reference solution (lower is better)"
+        if args.metric == "rmse"
+        else f"FD to {reference_info['data']} (lower is better)"
+    )
+    plot(rows, out / "sweep.png", floor=floor, title=args.run or "shipped model", ylabel=ylabel)
+    best = best_per_budget(rows)
+    summary = {
+        "run": args.run or "shipped",
+        "metric": args.metric,
+        "reference": reference_info,
+        "num": args.num,
+        "guidance": args.guidance,
+        "class": args.class_,
+        "grid": args.grid,
+        "seed": args.seed,
+        "seconds": time.perf_counter() - start,
+        "best": {
+            str(b): {"sampler": r.sampler, "nfe": r.nfe, "score": r.score} for b, r in best.items()
+        },
+    }
+    atomic_write(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    print("best per budget:")
+    for budget, row in best.items():
+        print(f"  NFE <= {budget:>3}: {row.sampler} ({label} {row.score:.3e}, {row.nfe} NFE)")
+    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.png'}, {out / 'summary.json'}")
+    return 0
+
+
+def _scorer(args, model, request, out: Path):
+    """(score function, floor or None, what the score compares with) for --metric."""
+    if args.metric == "fd":
+        extractor = load_extractor(args.extractor, batch_size=args.batch_size, device=args.device)
+        data = model.config["train"]["data"]["name"]
+        reference_stats_ = reference_stats(data, "test" if data == "fashion-mnist" else "train",
+                                           extractor)  # fmt: skip
+        print(f"score: FD to {data} through {args.extractor}", flush=True)
+        return (
+            fd_score(extractor, reference_stats_),
+            None,
+            {"data": data, "extractor": args.extractor},
+        )
     print(
         f"reference: {args.reference_sampler}, {args.reference_steps} steps, float64, "
         f"{args.num} images",
         flush=True,
     )
-    start = time.perf_counter()
     ref, floor = reference(
         model,
         request,
@@ -120,38 +202,5 @@ def run_samplers(args) -> int:
         progress=not args.no_progress,
     )
     print(f"reference floor (RMSE to itself at half the steps): {floor:.2e}", flush=True)
-    print(f"{'sampler':<16}{'budget':>7}{'NFE':>5}{'steps':>7}{'RMSE':>11}{'s':>8}", flush=True)
-
-    def show(row: SweepRow) -> None:
-        print(
-            f"{row.sampler:<16}{row.budget:>7}{row.nfe:>5}{row.steps:>7}{row.rmse:>11.3e}{row.seconds:>8.1f}",
-            flush=True,
-        )
-
-    rows = sweep(model, request, ref, samplers=samplers, nfes=nfes, on_row=show)
-    write_csv(rows, out / "sweep.csv")
-    plot(rows, out / "sweep.png", floor=floor, title=f"{args.run or 'shipped model'}")
-    best = best_per_budget(rows)
-    summary = {
-        "run": args.run or "shipped",
-        "reference": {
-            "sampler": args.reference_sampler,
-            "steps": args.reference_steps,
-            "floor_rmse": floor,
-        },
-        "num": args.num,
-        "guidance": args.guidance,
-        "class": args.class_,
-        "grid": args.grid,
-        "seed": args.seed,
-        "seconds": time.perf_counter() - start,
-        "best": {
-            str(b): {"sampler": r.sampler, "nfe": r.nfe, "rmse": r.rmse} for b, r in best.items()
-        },
-    }
-    atomic_write(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    print("best per budget:")
-    for budget, row in best.items():
-        print(f"  NFE <= {budget:>3}: {row.sampler} (RMSE {row.rmse:.3e}, {row.nfe} NFE)")
-    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.png'}, {out / 'summary.json'}")
-    return 0
+    info = {"sampler": args.reference_sampler, "steps": args.reference_steps, "floor_rmse": floor}
+    return rmse_score(ref), floor, info

@@ -1,13 +1,13 @@
 """Sweep samplers against network evaluations (NFE) on a trained model.
 
-Every sampler starts from the same noise (per-sample seeds), so its output can be compared
-image by image with a reference solution of the same probability-flow ODE: a deterministic
-sampler run with many steps in a float64 state. The score is the RMSE to that reference in
-[-1, 1] pixel units (lower is better); its floor is the reference's own error, estimated as the
-distance between the reference and the same sampler with half its steps.
-
-Stochastic samplers do not converge to the ODE solution path by path, so they are refused here
-(score them with a distributional metric such as the Frechet distance instead).
+Two scores, lower is better for both:
+- ``rmse``: every sampler starts from the same noise (per-sample seeds), so its output can be
+  compared image by image with a reference solution of the same probability-flow ODE: a
+  deterministic sampler run with many steps in a float64 state. The score is the RMSE to that
+  reference in [-1, 1] pixel units; its floor is the reference's own error, estimated as the
+  distance between the reference and the same sampler with half its steps. Stochastic
+  samplers do not converge to the ODE solution path by path, so they are refused.
+- ``fd``: the Frechet distance of the samples to real data (pixdiff.eval.fid), for any sampler.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ DEFAULT_NFES = (5, 10, 20, 50)
 
 @dataclass(frozen=True)
 class SweepRow:
-    """One (sampler, budget) point; ``rmse`` is the mean per-image RMSE to the reference.
+    """One (sampler, budget) point; ``score``: the mean per-image RMSE to the reference, or FD.
 
     ``nfe`` is the evaluations the method's registry entry counts for ``steps``, at most
     ``budget``.
@@ -59,7 +59,7 @@ class SweepRow:
     budget: int
     nfe: int
     steps: int
-    rmse: float
+    score: float
     seconds: float
 
 
@@ -76,14 +76,14 @@ class SweepRequest:
     spacing: str | None = None
 
 
-def check_samplers(names: Sequence[str]) -> None:
-    """Refuse unknown, stochastic and adaptive samplers with the valid names."""
+def check_samplers(names: Sequence[str], *, pathwise: bool = True) -> None:
+    """Refuse unknown and adaptive samplers, and stochastic ones when the score is pathwise."""
     for name in names:
         spec = get_sampler(name)  # unknown names raise with the list
-        if spec.stochastic:
+        if spec.stochastic and pathwise:
             raise ValueError(
                 f"{name!r} is stochastic: its samples do not converge to the reference path; "
-                f"deterministic samplers: {', '.join(DEFAULT_SAMPLERS)}"
+                f"deterministic samplers: {', '.join(DEFAULT_SAMPLERS)} (or score with fd)"
             )
         if name == "ode-rk45":
             raise ValueError("ode-rk45 chooses its own steps; it has no fixed NFE budget")
@@ -158,14 +158,20 @@ def reference(
 def sweep(
     model: LoadedModel,
     request: SweepRequest,
-    ref: Tensor,
+    score: Callable[[Tensor], float],
     *,
     samplers: Sequence[str] = DEFAULT_SAMPLERS,
     nfes: Sequence[int] = DEFAULT_NFES,
+    pathwise: bool = True,
     on_row: Callable[[SweepRow], None] | None = None,
 ) -> list[SweepRow]:
-    """Score every sampler at every budget it fits (budgets below its minimum are skipped)."""
-    check_samplers(samplers)
+    """Score every sampler at every budget it fits (budgets below its minimum are skipped).
+
+    Args:
+        score: images (N, C, H, W) -> a number, lower is better (see ``rmse_score``).
+        pathwise: the score compares paths from the same noise (refuses stochastic samplers).
+    """
+    check_samplers(samplers, pathwise=pathwise)
     if any(b < 1 for b in nfes):
         raise ValueError(f"NFE budgets must be >= 1, got {list(nfes)}")
     rows = []
@@ -179,22 +185,34 @@ def sweep(
             x = draw(model, request, name, steps)
             seconds = time.perf_counter() - start
             nfe = spec.total_nfe(steps)
-            row = SweepRow(name, budget, nfe, steps, _mean_rmse(x, ref), seconds)
+            row = SweepRow(name, budget, nfe, steps, score(x), seconds)
             rows.append(row)
             if on_row is not None:
                 on_row(row)
     return rows
 
 
-def _mean_rmse(x: Tensor, ref: Tensor) -> float:
-    return image_rmse(x, ref).mean().item()
+def rmse_score(ref: Tensor) -> Callable[[Tensor], float]:
+    """The mean per-image RMSE to ``ref``."""
+    return lambda x: image_rmse(x, ref).mean().item()
+
+
+def fd_score(extractor, reference) -> Callable[[Tensor], float]:
+    """The Frechet distance of the (clipped) images to the real ``reference`` statistics."""
+    from pixdiff.eval.fid import FeatureStats, frechet_distance
+
+    def score(x: Tensor) -> float:
+        stats = FeatureStats.from_features(extractor.features(x.clamp(-1, 1)))
+        return frechet_distance(stats, reference.stats)
+
+    return score
 
 
 def best_per_budget(rows: Sequence[SweepRow]) -> dict[int, SweepRow]:
-    """The lowest-RMSE row at each NFE budget."""
+    """The lowest-score row at each NFE budget."""
     best: dict[int, SweepRow] = {}
     for row in rows:
-        if row.budget not in best or row.rmse < best[row.budget].rmse:
+        if row.budget not in best or row.score < best[row.budget].score:
             best[row.budget] = row
     return dict(sorted(best.items()))
 
@@ -211,9 +229,14 @@ def write_csv(rows: Sequence[SweepRow], path: Path) -> None:
 
 
 def plot(
-    rows: Sequence[SweepRow], path: Path, *, floor: float | None = None, title: str = ""
+    rows: Sequence[SweepRow],
+    path: Path,
+    *,
+    floor: float | None = None,
+    title: str = "",
+    ylabel: str = "RMSE to the reference solution (lower is better)",
 ) -> None:
-    """RMSE to the reference against NFE, log-log, one line per sampler (PNG)."""
+    """The score against NFE, log-log, one line per sampler (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,12 +246,12 @@ def plot(
     names = list(dict.fromkeys(r.sampler for r in rows))
     styles = ["-", "--", ":", "-."]
     for i, name in enumerate(names):
-        pts = [(r.nfe, r.rmse) for r in rows if r.sampler == name]
+        pts = [(r.nfe, r.score) for r in rows if r.sampler == name]
         ax.plot(*zip(*pts, strict=True), styles[i // 10 % 4], marker="o", ms=3, label=name)
     if floor is not None:
-        ax.axhline(floor, color="grey", lw=0.8, ls=":", label="reference floor")
+        ax.axhline(floor, color="grey", lw=0.8, ls=":", label="floor")
     ax.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", title=title)
-    ax.set_ylabel("RMSE to the reference solution (lower is better)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
