@@ -294,3 +294,26 @@ def test_classifier_guidance_needs_labels():
     den = ClassifierGuidance(GM.denoiser(SCHEDULE), GM.classifier(SCHEDULE), scale=1.0)
     with pytest.raises(ValueError, match="cond.label"):
         den(torch.zeros(2, 2), 0.5, None)
+
+
+def test_classifier_guidance_is_finite_at_zero_snr():
+    """On the flow path alpha(1) = 0: x_t says nothing of the class there, so the guided
+    estimate is the model's own (it was inf/NaN: x0 = (x_t - sigma eps') / alpha)."""
+    flow = get_schedule("flow")
+    plain = GM.denoiser(flow, "flow")
+    guided = ClassifierGuidance(plain, GM.classifier(flow), scale=3.0, model_cond=False)
+    x, label = torch.randn(6, 2, dtype=torch.float64), Cond(label=torch.ones(6, dtype=torch.long))
+    t = torch.tensor([1.0, 1.0, 1.0, 0.5, 0.5, 0.5], dtype=torch.float64)
+    out, ref = guided(x, t, label), plain(x, t)
+    torch.testing.assert_close(out.x0[:3], ref.x0[:3])
+    assert out.x0.isfinite().all() and not torch.allclose(out.x0[3:], ref.x0[3:])
+    samples = pixdiff.sample(
+        guided,
+        (64, 2),
+        sampler="euler",
+        steps=8,
+        cond=Cond(label=torch.ones(64, dtype=torch.long)),
+        seed=0,
+        dtype=torch.float64,
+    )
+    assert samples.isfinite().all()

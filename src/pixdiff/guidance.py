@@ -85,7 +85,10 @@ def cfg_mix(other: Tensor, cond: Tensor, scale: float) -> Tensor:
 
 def cfg_rescale(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
     """CFG-rescale (Lin et al. 2023, Sec. 3.4): x_r = x_cfg std(x_pos) / std(x_cfg) per sample,
-    then phi x_r + (1 - phi) x_cfg. ``guided``, ``cond``: (N, ...)."""
+    then phi x_r + (1 - phi) x_cfg. ``guided``, ``cond``: (N, ...).
+
+    pixdiff applies it to the x0 prediction (eps is then recomputed from it); diffusers'
+    ``guidance_rescale`` applies it to the raw eps / v output, so the two differ slightly."""
     dims = tuple(range(1, guided.dim()))
     ratio = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-12)
     return phi * (guided * ratio) + (1 - phi) * guided
@@ -296,11 +299,18 @@ class ClassifierGuidance(DenoiserWrapper):
             raise ValueError("classifier guidance needs target classes (cond.label)")
         d = self.denoiser(x_t, t, cond if self.model_cond else without_label(cond))
         t_n = _per_sample_t(t, x_t)
-        grad = class_log_prob_grad(self.classifier, self.schedule, x_t, t_n, cond.label)
-        c = self.coefs(t_n, x_t)
-        eps = d.eps - self.scale * c.sigma * grad.to(d.eps.dtype)
-        x0, eps = x0_eps_from_output("eps", eps, x_t.to(eps.dtype), c)
-        return Denoised(x0, eps, d.var_output, d.raw)
+        # at zero SNR (alpha = 0) x_t carries nothing of the class: grad log p(y | x_t) = 0
+        live = (self.schedule.alpha(t_n) > 0).nonzero().flatten()
+        if live.numel() == 0 or self.scale == 0:
+            return d
+        x_l, t_l = x_t[live], t_n[live]
+        grad = class_log_prob_grad(self.classifier, self.schedule, x_l, t_l, cond.label[live])
+        c = self.coefs(t_l, x_l)
+        eps = d.eps[live] - self.scale * c.sigma * grad.to(d.eps.dtype)
+        x0, eps = x0_eps_from_output("eps", eps, x_l.to(eps.dtype), c)
+        return Denoised(
+            d.x0.index_copy(0, live, x0), d.eps.index_copy(0, live, eps), d.var_output, d.raw
+        )
 
 
 # ----------------------------------------------------------------------------- all together

@@ -51,10 +51,11 @@ def dpm_solver_step(
     k = 2 is Alg. 1 (DPM-Solver-2, r1 = 1/2), k = 3 is Alg. 2 (DPM-Solver-3, r1 = 1/3,
     r2 = 2/3); k NFE. A step with infinite h is the first-order step's limit (DDIM).
 
-    A step that shrinks sigma / alpha more than MAX_STAGE_RATIO-fold (h > ln 10) is taken at
-    first order, 1 NFE: the higher-order terms scale eps differences by sigma_s (e^h - 1), which
-    on the first step of a trailing grid on a discrete VP schedule (h ~ 8) amplifies them
-    ~3000-fold (see common.py)."""
+    A step that shrinks sigma / alpha more than MAX_STAGE_RATIO-fold (h > ln 100) is taken at
+    first order, 1 NFE (see common.py): on the first step of a trailing grid on a discrete VP
+    schedule (h ~ 8) the intermediate evaluations at lambda_t + r h sit where the estimate
+    changes fastest, and DPM-Solver-2/3 there measured 4x the error of DDIM on the shipped
+    model. Grids of 5 or more log-SNR-uniform steps never reach the bound."""
     sched = denoiser.schedule
     lam_t = half_log_snr(sched, t)
     h = half_log_snr(sched, s) - lam_t
