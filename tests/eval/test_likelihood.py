@@ -11,16 +11,13 @@ from torch.distributions import Normal, kl_divergence
 
 from pixdiff.denoiser import Denoised
 from pixdiff.eval.likelihood import (
-    dequantize,
     discretized_gaussian_log_likelihood,
-    divergence,
     normal_kl,
-    ode_bpd,
-    ode_log_prob,
     pixel_levels,
     to_pixel_grid,
     vlb_bpd,
 )
+from pixdiff.eval.ode_likelihood import dequantize, divergence, ode_bpd, ode_log_prob
 from pixdiff.prediction import eps_from_x0, velocity
 from pixdiff.samplers.ddpm import posterior
 from pixdiff.schedules import DiscreteSchedule, get_schedule

@@ -15,7 +15,8 @@ from pixdiff.conditioning import Cond
 from pixdiff.data import load_dataset, to_model_space
 from pixdiff.eval.features import DEFAULT_EXTRACTOR, load_extractor
 from pixdiff.eval.fid import reference_stats
-from pixdiff.eval.likelihood import ode_bpd, vlb_bpd
+from pixdiff.eval.likelihood import vlb_bpd
+from pixdiff.eval.ode_likelihood import ode_bpd
 from pixdiff.eval.report import (
     LIKELIHOOD_METRICS,
     METRICS,
