@@ -29,7 +29,7 @@ from pixdiff.eval.report import (
 )
 from pixdiff.files import atomic_write
 from pixdiff.nets.text import text_encoder_of
-from pixdiff.pipelines.generate import prompt_cond
+from pixdiff.pipelines.generate import class_cond, prompt_cond
 from pixdiff.samplers import SAMPLERS
 from pixdiff.timesteps import SPACINGS
 
@@ -236,9 +236,8 @@ def null_cond(model, n: int, device) -> Cond | None:
     encoder = text_encoder_of(model.denoiser)
     if encoder is not None:
         return prompt_cond(encoder, None, n)[0].to(device)
-    if not model.num_classes:
-        return None
-    return Cond(label=torch.full((n,), model.num_classes, dtype=torch.long, device=device))
+    cond = class_cond(None, n, model.num_classes, 1.0)  # the null label, or None
+    return cond.to(device) if cond is not None else None
 
 
 def _default_out(run: str | None) -> Path:

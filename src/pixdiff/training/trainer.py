@@ -7,7 +7,6 @@ is checkpointed with the global RNG (dropout); and the learning rate is a functi
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -20,8 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from pixdiff import __version__
@@ -37,19 +35,15 @@ from pixdiff.checkpoint import (
     write_json,
 )
 from pixdiff.config import TrainConfig, to_dict
-from pixdiff.data import ImageSet, batches, load_dataset, to_model_space
+from pixdiff.data import ImageSet, batches, load_dataset
 from pixdiff.denoiser import Denoiser
-from pixdiff.eval.report import EVAL_FIELDS, PeriodicEval, SampleSpec
-from pixdiff.images import make_grid, save_png
-from pixdiff.low_res import downsample
 from pixdiff.nets import UNetConfig, build_net, preset
 from pixdiff.nets.text import TextConditionedNet, build_text_encoder
-from pixdiff.pipelines.cascade import low_res_input
-from pixdiff.pipelines.generate import class_grid, generate
 from pixdiff.schedules import schedule_from_dict
 from pixdiff.training.conditioning import batch_cond, cond_fields, grid_prompts, uses_text
 from pixdiff.training.ema import EMA as EMAWeights
 from pixdiff.training.losses import diffusion_loss
+from pixdiff.training.records import CSVLog, periodic_eval, sample_grid
 
 
 class TrainingError(RuntimeError):
@@ -227,78 +221,6 @@ def restore_checkpoint(run_dir: Path, state: TrainState) -> None:
     state.step = int(meta["step"])
 
 
-# ----------------------------------------------------------------------------- logging
-
-
-class CSVLog:
-    """A CSV log with one row per logged step (log.csv, eval.csv); on resume, rows past the
-    checkpoint are dropped."""
-
-    FIELDS = ["step", "loss", "lr", "img_per_s", "grad_norm", "elapsed_s"]
-
-    def __init__(self, path: Path, resume_step: int | None, fields: list[str] | None = None):
-        self.path = path
-        self.FIELDS = fields or self.FIELDS
-        rows = []
-        if resume_step is not None and path.exists():
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, self.FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-
-    def write(self, **row) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.FIELDS).writerow(row)
-
-
-def sample_grid(
-    denoiser: Denoiser,
-    cfg: TrainConfig,
-    path: Path,
-    device,
-    prompts: list[str] | None,
-    data: ImageSet,
-) -> None:
-    """A grid from the EMA weights: one row per class (up to 10) or prompt, or an 8x8 grid; for
-    a super-resolution run, :func:`sr_grid`."""
-    if cfg.sr.low_res_size:
-        rows = sr_grid(denoiser, cfg, data, device)
-        save_png(make_grid(rows, nrow=len(rows) // 3), path, scale=2)
-        return
-    c = denoiser.net.config
-    x = class_grid(
-        denoiser,
-        (c.in_channels, c.image_size, c.image_size),
-        num_classes=c.num_classes,
-        prompts=prompts,
-        guidance=cfg.sample.guidance,
-        steps=25,
-        device=device,
-    )
-    save_png(make_grid(x.clamp(-1, 1), nrow=8), path, scale=2)
-
-
-def sr_grid(denoiser: Denoiser, cfg: TrainConfig, data: ImageSet, device, n: int = 8) -> Tensor:
-    """Rows for a super-resolution run: the first n training images' low-res inputs (nearest
-    upsampled), their super-resolved samples (at sr.aug_level, guided by their own labels or
-    captions), the originals. (3n, C, H, W) in [-1, 1]."""
-    images = to_model_space(data.images[:n])
-    low_res = downsample(images, cfg.sr.low_res_size)
-    labels = data.labels[:n] if denoiser.net.config.num_classes else None
-    prompts = data.captions[:n] if isinstance(denoiser.net, TextConditionedNet) else None
-    steer = labels is not None or prompts is not None
-    c = denoiser.net.config
-    x = generate(
-        denoiser, images.shape[1:], n=len(images), labels=labels, prompts=prompts,
-        num_classes=c.num_classes, guidance=cfg.sample.guidance if steer else 1.0, steps=25,
-        device=device, extra_cond=low_res_input(c, low_res, sr=cfg.sr, aug_level=None, seed=0),
-    )  # fmt: skip
-    nearest = F.interpolate(low_res, size=images.shape[-2:], mode="nearest")
-    return torch.cat([nearest, x.clamp(-1, 1), images])
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -431,9 +353,7 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
     )
     log = CSVLog(out / "log.csv", state.step) if world.is_main else None
     prompts = grid_prompts(data) if isinstance(state.net, TextConditionedNet) else None
-    periodic = (
-        _periodic_eval(cfg, data, net_cfg, out, state.step, device) if world.is_main else None
-    )
+    periodic = periodic_eval(cfg, data, net_cfg, out, state.step, device) if world.is_main else None
     if world.is_main and state.step == 0:
         save_checkpoint(out, state, config_json)
     bar = tqdm(
@@ -477,32 +397,6 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
                     f"stopped at step {step}; checkpoint saved in {out} (continue with --resume)"
                 )
     bar.close()
-
-
-def _periodic_eval(cfg: TrainConfig, data: ImageSet, net_cfg, out: Path, step: int, device):
-    """The ``run.eval_every`` callback (None when disabled): scores EMA samples into eval.csv."""
-    if not cfg.run.eval_every:
-        return None
-    shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
-    evaluator = PeriodicEval(
-        cfg.data.name, cfg.run.eval_extractor, cfg.run.eval_metrics, shape, device
-    )
-    fields = ["step", *EVAL_FIELDS]
-    log = CSVLog(out / "eval.csv", step, fields)
-    spec = SampleSpec(
-        n=cfg.run.eval_n,
-        sampler=cfg.sample.sampler,
-        steps=cfg.sample.steps,
-        guidance=cfg.sample.guidance,
-        seed=cfg.run.seed,
-        device=str(device),
-    )
-
-    def run(denoiser, step: int) -> None:
-        scores = evaluator(denoiser, net_cfg.num_classes, spec)
-        log.write(step=step, **{k: f"{scores[k]:.6g}" for k in EVAL_FIELDS if k in scores})
-
-    return run
 
 
 def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, device):
