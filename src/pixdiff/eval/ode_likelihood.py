@@ -19,7 +19,6 @@ from pixdiff.schedules import PathCoefs
 Estimator = Literal["rademacher", "gaussian", "exact"]
 
 
-
 class ODEResult(NamedTuple):
     """The probability-flow ODE likelihood.
 
