@@ -29,12 +29,18 @@ class DataConfig:
 
     name: str = "fashion-mnist"
     image_size: int = 28
+    # train | test | all; emoji hold out every 10th emoji as test (pixdiff.data.load_dataset)
+    split: str = "train"
     channels: int | None = None  # None: the dataset's own (1 for Fashion-MNIST, 3 otherwise)
     flip: bool = False  # random horizontal flips
     skip_bad_images: bool = False
     # condition on what the data has: captions -> text (labels then unused; see text.enabled),
     # else labels
     conditional: bool = True
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "test", "all"):
+            raise ValueError(f"data.split must be train, test or all, got {self.split!r}")
 
 
 @dataclass(frozen=True)
@@ -138,12 +144,21 @@ class RunConfig:
     eval_n: int = 1000  # samples per periodic evaluation
     eval_metrics: str = "fd,kid,acc"  # any of pixdiff.eval.report.SAMPLE_METRICS
     eval_extractor: str = "fashion-classifier"  # feature extractor name or local path
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 1000  # 0: only at the end (and on SIGTERM/SIGINT)
     precision: Precision = "fp32"
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise ValueError(f"run.log_every must be >= 1, got {self.log_every}")
+        negative = [
+            n for n in ("sample_every", "eval_every", "checkpoint_every") if getattr(self, n) < 0
+        ]
+        if negative:
+            raise ValueError(f"run: {', '.join(negative)} must be >= 0 (0 disables)")
 
 
 @dataclass(frozen=True)

@@ -113,3 +113,23 @@ def test_blank_codepoints_are_left_out():
     with pytest.warns(UserWarning, match=r"1 codepoint\(s\) drew nothing .*U\+E000"):
         data = render_emoji([APPLE, 0xE000], size=16)  # U+E000: private use, not in the font
     assert data.captions == ["red apple"] and len(data) == 1
+
+
+def test_splits_partition_the_set_and_hold_out_every_tenth(tmp_path):
+    data = render_emoji(SUBSET * 3, size=16)  # 12 emoji; index 9 is the only held-out one
+    train, test = emoji.emoji_split(data, "train"), emoji.emoji_split(data, "test")
+    assert len(train) == 11 and len(test) == 1
+    assert test.captions == [data.captions[9]] and torch.equal(test.images[0], data.images[9])
+    assert train.captions == data.captions[:9] + data.captions[10:]
+    assert emoji.emoji_split(data, "all") is data
+    with pytest.raises(ValueError, match="valid splits are train, test, all"):
+        emoji.emoji_split(data, "validation")
+
+
+def test_load_dataset_emoji_splits_are_disjoint_and_complete():
+    from pixdiff.data import load_dataset
+
+    parts = {s: load_dataset("emoji", image_size=16, split=s) for s in ("train", "test", "all")}
+    assert len(parts["train"]) + len(parts["test"]) == len(parts["all"])
+    assert not set(parts["train"].captions) & set(parts["test"].captions)
+    assert "red apple" in parts["train"].captions  # the prompt of the shipped model's demo

@@ -115,3 +115,10 @@ def test_load_dataset_resizes_and_converts():
     data = load_dataset("fashion-mnist", image_size=16, channels=3, split="test")
     assert data.images.shape == (10000, 3, 16, 16)
     assert torch.equal(data.images[:, 0], data.images[:, 2])
+
+
+def test_load_dataset_all_is_train_then_test_and_bad_split_is_named():
+    data = load_dataset("fashion-mnist", image_size=28, split="all")
+    assert len(data) == 70000 and data.name == "fashion-mnist-all"
+    with pytest.raises(ValueError, match="valid splits are train, test, all"):
+        load_dataset("fashion-mnist", image_size=28, split="val")

@@ -162,3 +162,11 @@ def test_load_dataset_dispatch(folder, tmp_path):
     assert data.images.shape == (4, 1, 8, 8)
     with pytest.raises(FileNotFoundError, match="neither one of fashion-mnist, emoji nor"):
         load_dataset(str(tmp_path / "typo"), image_size=8)
+
+
+def test_folder_has_one_split(folder):
+    assert len(load_dataset(str(folder), image_size=8, split="all")) == len(
+        load_dataset(str(folder), image_size=8)
+    )
+    with pytest.raises(ValueError, match="single split"):
+        load_dataset(str(folder), image_size=8, split="test")

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 import pixdiff
+from pixdiff.cli import cascade as cascade_cli
 from pixdiff.cli.main import build_parser, main
 from pixdiff.conditioning import Cond
 from pixdiff.guidance import label_cond
@@ -61,6 +62,13 @@ def test_cascade_cli_writes_every_stage(sr_runs, tmp_path):
     assert Image.open(out / "000002.png").size == (16, 16)
     assert Image.open(out / "stage1" / "000000.png").size == (8, 8)
     assert Image.open(out / "stage2" / "000000.png").size == (16, 16)
+
+
+def test_cascade_without_runs_uses_the_shipped_cascade(sr_runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(cascade_cli, "SHIPPED_CASCADE", (sr_runs["base"], sr_runs["sr"]))
+    argv = ["sample", "--cascade", "-n", "1", "--stage-steps", "1", "1", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 0
+    assert Image.open(tmp_path / "c" / "000000.png").size == (16, 16)
 
 
 def test_upscale_cli(sr_runs, tmp_path, png):

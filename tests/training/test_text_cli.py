@@ -148,3 +148,14 @@ def test_eval_bits_per_dim_of_a_text_run_uses_the_empty_prompt(runs, captioned_f
     argv += ["--bpd-n", "2", "--bpd-t-samples", "2", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     assert 0 < json.loads(out.read_text())["metrics"]["bpd"]["bpd"] < 20
+
+
+def test_prompt_without_a_run_uses_the_shipped_text_model(runs, tmp_path, monkeypatch):
+    from pixdiff.cli import sample as sample_cli
+
+    monkeypatch.setattr(sample_cli, "SHIPPED_TEXT_MODEL", runs["text"])
+    monkeypatch.setattr(sample_cli, "SHIPPED_MODEL", tmp_path / "no-such-model")
+    argv = ["sample", "-n", "1", "--steps", "2", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*argv, "--prompt", "red apple"]) == 0
+    assert Image.open(tmp_path / "o" / "000000.png").size == (16, 16)
+    assert main(argv) == 2  # no prompt: the (here missing) class-conditional model

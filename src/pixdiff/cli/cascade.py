@@ -7,7 +7,14 @@ import argparse
 from pathlib import Path
 
 from pixdiff.checkpoint import LoadedModel, load
-from pixdiff.cli.sample import guidance_options, parse_class, sampler_options, write_samples
+from pixdiff.cli.sample import (
+    SHIPPED_CASCADE,
+    guidance_options,
+    parse_class,
+    sampler_options,
+    shipped,
+    write_samples,
+)
 from pixdiff.guidance import GuidanceOptions
 from pixdiff.pipelines.cascade import Stage, cascade
 from pixdiff.sampling import Sampling
@@ -95,7 +102,8 @@ def build_stages(args, models: list[LoadedModel]) -> list[Stage]:
 
 def run_cascade(args) -> int:
     _check_flags(args)
-    models = [load(path, ema=not args.raw, device=args.device) for path in args.cascade]
+    runs = args.cascade or [shipped(path) for path in SHIPPED_CASCADE]
+    models = [load(path, ema=not args.raw, device=args.device) for path in runs]
     _check_conditions(args, models)
     labels = None
     if args.class_ is not None:

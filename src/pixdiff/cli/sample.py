@@ -16,7 +16,12 @@ from pixdiff.samplers import SAMPLERS
 from pixdiff.sampling import steps_for_nfe
 from pixdiff.timesteps import SPACINGS
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "fashion_unet"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SHIPPED_MODEL = ASSETS / "fashion_unet"
+# with --prompt and no RUN: the emoji text-to-image model; --cascade with no runs: the emoji
+# cascade (that model, then its 32 -> 64 super-resolution stage)
+SHIPPED_TEXT_MODEL = ASSETS / "emoji_unet"
+SHIPPED_CASCADE = (SHIPPED_TEXT_MODEL, ASSETS / "emoji_sr")
 
 
 def add_run_argument(p: argparse.ArgumentParser) -> None:
@@ -25,7 +30,8 @@ def add_run_argument(p: argparse.ArgumentParser) -> None:
         "run",
         nargs="?",
         default=None,
-        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST model)",
+        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST "
+        "model; with --prompt, the shipped emoji text-to-image model)",
     )
 
 
@@ -117,11 +123,12 @@ def add_cascade_flags(p) -> None:
     g = p.add_argument_group("cascades (see docs/concepts.md, Super-resolution and cascades)")
     g.add_argument(
         "--cascade",
-        nargs="+",
+        nargs="*",
         default=None,
         metavar="RUN",
         help="sample a cascade instead of RUN: a base run, then super-resolution runs "
-        "(trained with --sr-from), each upsampling the previous stage's images",
+        "(trained with --sr-from), each upsampling the previous stage's images; with no runs, "
+        "the shipped emoji cascade (32x32 text-to-image, then 32 -> 64)",
     )
     g.add_argument(
         "--stage-steps",
@@ -333,13 +340,18 @@ def cfg_scale(args, model: LoadedModel, *, steer: bool) -> float:
     return model.config["train"]["sample"]["guidance"] if steer and conditional else 1.0
 
 
-def load_model(path: str | None, *, ema: bool, device: str) -> LoadedModel:
+def shipped(path: Path) -> Path:
+    """A shipped model's folder, or a FileNotFoundError saying to pass a run instead."""
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"the shipped model is missing from {path}; pass a run directory")
+    return path
+
+
+def load_model(path: str | None, *, ema: bool, device: str, text: bool = False) -> LoadedModel:
+    """The run at ``path``; None: the shipped Fashion-MNIST model, or with ``text`` the shipped
+    emoji text-to-image model."""
     if path is None:
-        if not (SHIPPED_MODEL / "config.json").exists():
-            raise FileNotFoundError(
-                f"the shipped model is missing from {SHIPPED_MODEL}; pass a run directory"
-            )
-        path = SHIPPED_MODEL
+        path = shipped(SHIPPED_TEXT_MODEL if text else SHIPPED_MODEL)
     return load(path, ema=ema, device=device)
 
 
@@ -366,7 +378,8 @@ def run(args) -> int:
 
         return run_cascade(args)
     check_no_cascade_flags(args)
-    model = load_model(args.run, ema=not args.raw, device=args.device)
+    text = args.prompt is not None or args.negative_prompt is not None
+    model = load_model(args.run, ema=not args.raw, device=args.device, text=text)
     if model.sr is not None:
         raise ValueError(
             f"{model.path} is a super-resolution model ({model.sr.low_res_size} -> "

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 DATASET_NAMES = ("fashion-mnist", "emoji")
+Split = Literal["train", "test", "all"]
+SPLITS: tuple[str, ...] = ("train", "test", "all")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,28 @@ class ImageSet:
         if self.labels is None or len(self.labels) == 0:
             return None
         return int(self.labels.max()) + 1
+
+    def subset(self, rows: Tensor, *, name: str) -> ImageSet:
+        """The images (and their labels and captions) at ``rows``, a 1-D index tensor."""
+        captions = None if self.captions is None else [self.captions[i] for i in rows.tolist()]
+        labels = None if self.labels is None else self.labels[rows]
+        return ImageSet(self.images[rows], labels, self.class_names, captions, name)
+
+
+def concatenate(parts: list[ImageSet], *, name: str) -> ImageSet:
+    """One set of ``parts`` in order; they must agree on shape, class names and what they hold."""
+    first = parts[0]
+    for part in parts[1:]:
+        if part.images.shape[1:] != first.images.shape[1:] or part.class_names != first.class_names:
+            raise ValueError(f"cannot concatenate {part.name!r} and {first.name!r}: they differ")
+        if (part.labels is None) != (first.labels is None) or (part.captions is None) != (
+            first.captions is None
+        ):
+            raise ValueError(f"{part.name!r} and {first.name!r} differ in labels or captions")
+    labels = None if first.labels is None else torch.cat([p.labels for p in parts])
+    captions = None if first.captions is None else [c for p in parts for c in p.captions]
+    images = torch.cat([p.images for p in parts])
+    return ImageSet(images, labels, first.class_names, captions, name)
 
 
 def to_model_space(images: Tensor) -> Tensor:
@@ -248,7 +272,7 @@ def load_dataset(
     *,
     image_size: int,
     channels: Literal[1, 3] | None = None,
-    split: Literal["train", "test"] = "train",
+    split: Split = "train",
     cache_dir: str | Path | None = None,
     skip_bad_images: bool = False,
 ) -> ImageSet:
@@ -258,23 +282,31 @@ def load_dataset(
         spec: a dataset name from ``DATASET_NAMES`` or a path to a folder of images.
         image_size: side of the square images returned.
         channels: 1 (grey) or 3 (RGB); None keeps the dataset's own (folders default to 3).
-        split: Fashion-MNIST split; the other sources have a single split.
+        split: ``"train"``, ``"test"`` or ``"all"`` (both). Fashion-MNIST has its own splits;
+            emoji hold out every 10th emoji in codepoint order as ``"test"``
+            (:data:`pixdiff.data.emoji.HOLDOUT_EVERY`); a folder has one split, so ``"test"``
+            is refused and ``"train"`` and ``"all"`` both mean every image.
         cache_dir: where the rendered emoji are cached (default :func:`default_cache_dir`).
         skip_bad_images: for folders, skip unreadable images with a warning instead of failing.
     """
-    from .emoji import load_emoji
+    from .emoji import emoji_split, load_emoji
     from .fashion_mnist import load_fashion_mnist
     from .folder import load_folder
 
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits are {', '.join(SPLITS)}")
     if spec == "fashion-mnist":
-        data = load_fashion_mnist(split)
+        parts = [load_fashion_mnist(s) for s in (("train", "test") if split == "all" else (split,))]
+        data = parts[0] if len(parts) == 1 else concatenate(parts, name="fashion-mnist-all")
         images = resize_images(data.images, image_size)
     elif spec == "emoji":
-        data = load_emoji(size=image_size, cache_dir=cache_dir)
+        data = emoji_split(load_emoji(size=image_size, cache_dir=cache_dir), split)
         images = data.images
     elif Path(spec).expanduser().is_dir():
+        if split == "test":
+            raise ValueError(f"{spec}: a folder dataset has a single split; use split 'train'")
         return load_folder(
             Path(spec).expanduser(), image_size=image_size, channels=channels or 3,
             skip_bad_images=skip_bad_images,

@@ -38,6 +38,8 @@ MIN_SIZE, MAX_SIZE = 16, 128
 _CACHE_FORMAT = 1  # bump when rendering changes, to invalidate old caches
 _COMPONENT_CATEGORIES = {"Cc", "Cf", "Cn", "Co", "Cs", "Me", "Mn", "Sk", "Zs"}
 _REGIONAL_INDICATORS = range(0x1F1E6, 0x1F200)
+# every HOLDOUT_EVERY-th emoji (in codepoint order) is the held-out "test" split
+HOLDOUT_EVERY = 10
 
 
 def _font_tables(data: bytes) -> dict[bytes, tuple[int, int]]:
@@ -225,6 +227,22 @@ def read_cache(path: Path, *, fingerprint: str | None = None) -> ImageSet | None
     except (OSError, ValueError, KeyError, EOFError) as err:
         warnings.warn(f"ignoring unreadable emoji cache {path} ({err}); rebuilding", stacklevel=2)
         return None
+
+
+def emoji_split(data: ImageSet, split: str) -> ImageSet:
+    """The ``"train"`` or held-out ``"test"`` part of the full set, or all of it (``"all"``).
+
+    Emoji ``HOLDOUT_EVERY - 1``, ``2 * HOLDOUT_EVERY - 1``, ... (in codepoint order) are
+    ``"test"``: a tenth of the set, spread over every Unicode block, never trained on by
+    default, for measuring generalisation (``bench/cascade.py``).
+    """
+    if split == "all":
+        return data
+    held_out = torch.arange(len(data)) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown emoji split {split!r}; valid splits are train, test, all")
+    rows = torch.nonzero(held_out if split == "test" else ~held_out).flatten()
+    return data.subset(rows, name=f"{data.name}-{split}")
 
 
 def load_emoji(

@@ -63,16 +63,17 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-def check_images(x: Tensor) -> None:
-    """Raise a ValueError unless ``x`` is a float (N, 1, 28, 28) batch in model space [-1, 1]."""
-    if x.ndim != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
+def check_images(x: Tensor, shape: tuple[int, int, int] = IMAGE_SHAPE) -> None:
+    """Raise a ValueError unless ``x`` is a float (N, *shape) batch in model space [-1, 1]."""
+    c, h, w = shape
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(
-            f"the Fashion-MNIST classifier expects images of shape (N, 1, 28, 28), got "
-            f"{tuple(x.shape)}; convert to one grey channel and resize to 28x28 first"
+            f"the classifier expects images of shape (N, {c}, {h}, {w}), got "
+            f"{tuple(x.shape)}; convert to {c} channel(s) and resize to {h}x{w} first"
         )
     if not x.is_floating_point():
         raise ValueError(
-            f"the Fashion-MNIST classifier expects float images in model space [-1, 1], got "
+            f"the classifier expects float images in model space [-1, 1], got "
             f"{x.dtype}; convert uint8 images with pixdiff.data.to_model_space"
         )
     if x.numel() == 0:
@@ -91,10 +92,16 @@ def check_images(x: Tensor) -> None:
 class FashionClassifier(nn.Module):
     """Three conv blocks (28 -> 14 -> 7 -> 3), a 128-d feature layer and a 10-way linear head.
 
+    The defaults are the Fashion-MNIST network; ``in_channels`` and ``image_size`` make the same
+    architecture for other images (the emoji feature network of ``bench/cascade.py`` is a
+    64x64 RGB one).
+
     Args:
         channels: output channels of the three conv blocks.
         feature_dim: width of the penultimate (feature) layer.
         num_classes: number of classes of the head.
+        in_channels: image channels.
+        image_size: side of the square input images (>= 8: three 2x poolings).
     """
 
     def __init__(
@@ -103,20 +110,29 @@ class FashionClassifier(nn.Module):
         channels: tuple[int, int, int] = (32, 64, 128),
         feature_dim: int = 128,
         num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
     ) -> None:
         super().__init__()
-        if len(channels) != 3 or min(channels) < 1 or feature_dim < 1 or num_classes < 2:
+        bad = len(channels) != 3 or min(channels) < 1 or feature_dim < 1 or num_classes < 2
+        if bad or in_channels < 1 or image_size < 8:
             raise ValueError(
-                f"need 3 positive channel counts, feature_dim >= 1 and num_classes >= 2; got "
-                f"channels={channels}, feature_dim={feature_dim}, num_classes={num_classes}"
+                f"need 3 positive channel counts, feature_dim >= 1, num_classes >= 2, "
+                f"in_channels >= 1 and image_size >= 8; got channels={channels}, "
+                f"feature_dim={feature_dim}, num_classes={num_classes}, "
+                f"in_channels={in_channels}, image_size={image_size}"
             )
         self.channels = tuple(int(c) for c in channels)
         self.feature_dim = int(feature_dim)
         self.num_classes = int(num_classes)
+        self.in_channels, self.image_size = int(in_channels), int(image_size)
         c1, c2, c3 = self.channels
-        self.trunk = nn.Sequential(_conv_block(1, c1), _conv_block(c1, c2), _conv_block(c2, c3))
+        self.trunk = nn.Sequential(
+            _conv_block(in_channels, c1), _conv_block(c1, c2), _conv_block(c2, c3)
+        )
+        side = image_size // 8  # three floor-halving max-pools: 28 -> 3, 64 -> 8
         self.embed = nn.Sequential(
-            nn.Flatten(), nn.Linear(c3 * 3 * 3, feature_dim), nn.ReLU(inplace=True)
+            nn.Flatten(), nn.Linear(c3 * side * side, feature_dim), nn.ReLU(inplace=True)
         )
         self.head = nn.Linear(feature_dim, num_classes)
 
@@ -126,15 +142,22 @@ class FashionClassifier(nn.Module):
             "channels": list(self.channels),
             "feature_dim": self.feature_dim,
             "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "image_size": self.image_size,
         }
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images it takes."""
+        return (self.in_channels, self.image_size, self.image_size)
+
     def features(self, x: Tensor) -> Tensor:
-        """Penultimate post-ReLU features (N, feature_dim) of images x (N, 1, 28, 28) in [-1, 1]."""
-        check_images(x)
+        """Penultimate post-ReLU features (N, feature_dim) of images x (N, C, H, W) in [-1, 1]."""
+        check_images(x, self.input_shape)
         return self.embed(self.trunk(x))  # (N, C3, 3, 3) -> (N, feature_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Class logits (N, num_classes) of images x (N, 1, 28, 28) in [-1, 1]."""
+        """Class logits (N, num_classes) of images x (N, C, H, W) in [-1, 1]."""
         return self.head(self.features(x))
 
 
@@ -154,7 +177,7 @@ def classify(
 
     Args:
         model: the classifier (its train/eval mode is restored afterwards).
-        images: (N, 1, 28, 28) float in [-1, 1], or uint8 in [0, 255] (converted here).
+        images: (N, C, H, W) float in [-1, 1], or uint8 in [0, 255] (converted here).
         batch_size: images per forward pass.
     """
     if batch_size < 1:
@@ -185,20 +208,22 @@ def accuracy(model: FashionClassifier, data: ImageSet, *, batch_size: int = 1000
 # ----------------------------------------------------------------------------- training
 
 
-def random_shift(x: Tensor, *, max_shift: int, generator: torch.Generator) -> Tensor:
+def random_shift(
+    x: Tensor, *, max_shift: int, generator: torch.Generator, fill: float = -1.0
+) -> Tensor:
     """Translate each image by its own integer (dy, dx) in [-max_shift, max_shift]^2.
-
-    Uncovered pixels get the background value -1 (black in model space).
 
     Args:
         x: (N, C, H, W) float in [-1, 1].
         max_shift: largest shift in pixels along each axis.
         generator: source of the shifts.
+        fill: value of the uncovered pixels, the background: -1 is black (Fashion-MNIST),
+            1 white (emoji).
     """
     if max_shift == 0:
         return x
     n, c, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4, value=-1.0)  # (N, C, H + 2s, W + 2s)
+    padded = F.pad(x, (max_shift,) * 4, value=fill)  # (N, C, H + 2s, W + 2s)
     dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator)
     rows = (dy + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
     cols = (dx + torch.arange(w))[:, None, None, :]  # (N, 1, 1, W)
@@ -221,10 +246,11 @@ def _train_step(
     batch: Batch,
     *,
     max_shift: int,
+    fill: float,
     generator: torch.Generator,
 ) -> tuple[float, int]:
     """One cross-entropy step on a (shift-augmented) batch; returns (loss, correct count)."""
-    x = random_shift(batch.images, max_shift=max_shift, generator=generator)
+    x = random_shift(batch.images, max_shift=max_shift, generator=generator, fill=fill)
     logits = model(x.contiguous(memory_format=torch.channels_last))
     loss = F.cross_entropy(logits, batch.labels)
     if not torch.isfinite(loss):
@@ -244,6 +270,7 @@ def _train_epoch(
     *,
     epoch: int,
     max_shift: int,
+    fill: float,
     generator: torch.Generator,
 ) -> tuple[float, float]:
     """One pass over ``plan``'s batches of ``epoch``; returns (mean loss, train accuracy)."""
@@ -253,18 +280,20 @@ def _train_epoch(
     for k in range(plan.steps_per_epoch):
         rows = slice(k * plan.batch_size, (k + 1) * plan.batch_size)
         batch = gather_batch(data, order[rows], flips[rows])
-        loss, hits = _train_step(model, optimizer, batch, max_shift=max_shift, generator=generator)
+        loss, hits = _train_step(
+            model, optimizer, batch, max_shift=max_shift, fill=fill, generator=generator
+        )
         scheduler.step()
         loss_sum, correct = loss_sum + loss * len(batch.images), correct + hits
     seen = plan.steps_per_epoch * plan.batch_size
     return loss_sum / seen, correct / seen
 
 
-def _init_model(seed: int) -> FashionClassifier:
+def _init_model(seed: int, **config: int) -> FashionClassifier:
     """A fresh classifier initialised from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return FashionClassifier()
+        return FashionClassifier(**config)
 
 
 def train_classifier(
@@ -278,6 +307,10 @@ def train_classifier(
     weight_decay: float = 0.05,
     train_data: ImageSet | None = None,
     test_data: ImageSet | None = None,
+    max_shift: int = 2,
+    flip: bool = True,
+    fill: float = -1.0,
+    feature_dim: int = 128,
 ) -> tuple[FashionClassifier, float]:
     """Train a :class:`FashionClassifier` with AdamW (Loshchilov & Hutter 2019), cosine lr.
 
@@ -289,12 +322,17 @@ def train_classifier(
         batch_size: images per step.
         lr: peak learning rate, reached after 100 warm-up steps, then cosine-decayed to 0.
         seed: random seed (>= 0).
-        augment: random horizontal flips and +-2 px shifts of the training images. Off by
-            default: at a few epochs it costs ~1 point of test accuracy (it pays only in
-            longer runs); see ``assets/fashion_classifier/README.md``.
+        augment: random horizontal flips and +-``max_shift`` px shifts of the training images.
+            Off by default: at a few epochs it costs ~1 point of Fashion-MNIST test accuracy
+            (it pays only in longer runs); see ``assets/fashion_classifier/README.md``.
         progress: print one line per epoch (loss, accuracies, time) to stderr.
         weight_decay: AdamW decoupled weight decay.
-        train_data, test_data: labelled uint8 (N, 1, 28, 28) sets; default Fashion-MNIST.
+        train_data, test_data: labelled uint8 (N, C, H, W) sets of one shape; default
+            Fashion-MNIST. The network is built for their shape and class count.
+        max_shift: largest shift of ``augment``, in pixels.
+        flip: whether ``augment`` flips (False for images whose mirror is another class).
+        fill: the background the shifts uncover (-1 black, 1 white).
+        feature_dim: width of the feature layer.
 
     Returns:
         The trained model (eval mode) and its accuracy on ``test_data``.
@@ -305,9 +343,14 @@ def train_classifier(
     test = test_data if test_data is not None else load_fashion_mnist("test")
     if train.labels is None:
         raise ValueError(f"{train.name} has no labels to train the classifier on")
-    plan = BatchPlan(num_items=len(train), batch_size=batch_size, seed=seed, flip=augment)
+    plan = BatchPlan(num_items=len(train), batch_size=batch_size, seed=seed, flip=augment and flip)
+    c, h, w = train.images.shape[1:]
+    if h != w:
+        raise ValueError(f"{train.name}: the classifier takes square images, got {h}x{w}")
+    shape = {"in_channels": c, "image_size": h, "feature_dim": feature_dim}
+    shape["num_classes"] = max(train.num_classes or 0, 2)
     # channels-last lets oneDNN run the convolutions ~1.5x faster on CPU
-    model = _init_model(seed).to(memory_format=torch.channels_last)
+    model = _init_model(seed, **shape).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     total = epochs * plan.steps_per_epoch
     warmup = min(100, total // 10 + 1)
@@ -319,7 +362,7 @@ def train_classifier(
     for epoch in range(epochs):
         loss, train_acc = _train_epoch(
             model, optimizer, scheduler, train, plan, epoch=epoch,
-            max_shift=2 if augment else 0, generator=generator,
+            max_shift=max_shift if augment else 0, fill=fill, generator=generator,
         )  # fmt: skip
         if progress:
             print(
@@ -371,7 +414,7 @@ def _model_config(config: dict, path: Path) -> dict:
     """Strictly check a parsed ``config.json``; returns the model's constructor arguments."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a pixdiff Fashion-MNIST classifier ({FORMAT})")
-    keys = {"channels", "feature_dim", "num_classes"}
+    keys = {"channels", "feature_dim", "num_classes", "in_channels", "image_size"}
     model_config = config.get("model")
     unknown = set(config) - {"format", "model", "weights_dtype", "metadata"}
     if unknown or not isinstance(model_config, dict) or set(model_config) - keys:

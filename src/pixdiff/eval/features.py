@@ -204,7 +204,7 @@ def classifier_extractor(
     fingerprint: str = "",
     batch_size: int = 256,
 ) -> FeatureExtractor:
-    """A :class:`FashionClassifier` as an extractor: 128-d penultimate features and logits."""
+    """A :class:`FashionClassifier` as an extractor: its penultimate features and logits."""
     model.eval()
 
     def forward(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -213,7 +213,7 @@ def classifier_extractor(
 
     device = next(model.parameters()).device
     return FeatureExtractor(
-        forward, name=name, input_shape=(1, 28, 28), fingerprint=fingerprint,
+        forward, name=name, input_shape=model.input_shape, fingerprint=fingerprint,
         batch_size=batch_size, device=device,
     )  # fmt: skip
 
@@ -286,10 +286,10 @@ def load_extractor(
     """
     path = Path(spec).expanduser()
     if spec == DEFAULT_EXTRACTOR or path.is_dir():
-        if input_shape is not None and tuple(input_shape) != (1, 28, 28):
-            raise ValueError(f"{spec}: a pixdiff classifier takes (1, 28, 28), not {input_shape}")
         folder = DEFAULT_DIR if spec == DEFAULT_EXTRACTOR else path
         model = load_classifier(folder, device=device)
+        if input_shape is not None and tuple(input_shape) != model.input_shape:
+            raise ValueError(f"{spec}: the classifier takes {model.input_shape}, not {input_shape}")
         name = DEFAULT_EXTRACTOR if spec == DEFAULT_EXTRACTOR else f"classifier-{path.name}"
         return classifier_extractor(
             model, name=name, fingerprint=file_fingerprint(folder / WEIGHTS_NAME),

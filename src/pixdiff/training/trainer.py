@@ -308,6 +308,7 @@ def train(
         cfg.data.name,
         image_size=cfg.data.image_size,
         channels=cfg.data.channels,
+        split=cfg.data.split,
         skip_bad_images=cfg.data.skip_bad_images,
     )
     net_cfg = net_config_for(cfg, data)
@@ -388,7 +389,9 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
             if periodic is not None and step % cfg.run.eval_every == 0:
                 periodic(ema_denoiser, step)
             done = step == cfg.run.steps or stop.requested
-            if world.is_main and (step % cfg.run.checkpoint_every == 0 or done):
+            if world.is_main and (
+                done or (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0)
+            ):
                 save_checkpoint(out, state, config_json)
             _barrier(world)
             if stop.requested:
