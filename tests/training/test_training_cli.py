@@ -247,6 +247,13 @@ def test_bad_input_gives_one_line_errors(folder, tiny_run, tmp_path, capsys):
     assert code == 2 and "--class" in err
     code, err = run_main(capsys, "train", "--out", str(tmp_path / "r2"), "--set", "optim.lrr=1")
     assert code == 2 and "optim.lrr" in err
+    for bad_set, message in (
+        ('data.split="val"', "data.split must be train, test or all"),
+        ("run.checkpoint_every=-1", "checkpoint_every must be >= 0"),
+        ("run.log_every=0", "run.log_every must be >= 1"),
+    ):
+        code, err = run_main(capsys, "train", "--out", str(tmp_path / "r3"), "--set", bad_set)
+        assert code == 2 and message in err, err
 
 
 def test_sample_nfe_grid_and_float64_take_effect(tiny_run, tmp_path):
@@ -295,3 +302,13 @@ def test_eval_every_writes_eval_csv(tmp_path, monkeypatch):
     rows = list(csv.DictReader((out / "eval.csv").open()))
     assert [int(r["step"]) for r in rows] == [2, 4]
     assert all(float(r["fd"]) > 0 and 0 <= float(r["acc"]) <= 1 for r in rows)
+
+
+def test_checkpoint_every_zero_checkpoints_only_at_the_end(folder, tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = train_args(folder, out, 2, "--set", "run.checkpoint_every=0", "--set", "run.log_every=1")
+    code, err = run_main(capsys, *argv)
+    assert code == 0, err
+    assert (out / "train_state.safetensors").is_file() and len(
+        (out / "log.csv").read_text().splitlines()
+    ) == 3
