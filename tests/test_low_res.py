@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pixdiff.conditioning import Cond
 from pixdiff.config import SRConfig, TrainConfig, apply_overrides
 from pixdiff.denoiser import Denoiser
-from pixdiff.low_res import downsample, sampling_cond, training_cond
+from pixdiff.low_res import downsample, random_crop, sampling_cond, training_cond
 from pixdiff.nets import UNet, preset
 from pixdiff.schedules import get_schedule, q_sample, schedule_from_dict
 
@@ -28,6 +28,28 @@ def test_downsample_averages_each_block():
     assert downsample(x, 2).flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
     images = blocky(2, 4, 16)
     assert torch.allclose(downsample(images, 4), images[..., ::4, ::4])
+
+
+def test_random_crops_sit_on_the_stride_and_match_the_low_res_crop():
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    crops = random_crop(images, 8, 2, torch.Generator().manual_seed(0))
+    low = downsample(images, 8)
+    for img, crop, lo in zip(images, crops, low, strict=True):
+        ((r, c),) = [
+            (r, c)
+            for r in range(9)
+            for c in range(9)
+            if torch.equal(img[:, r : r + 8, c : c + 8], crop)
+        ]
+        assert r % 2 == 0 and c % 2 == 0
+        assert torch.allclose(
+            downsample(crop[None], 4)[0], lo[:, r // 2 : r // 2 + 4, c // 2 : c // 2 + 4]
+        )
+    sr = SRConfig(low_res_size=8, aug_max=0.0)
+    cond = training_cond(crops, sr, torch.Generator().manual_seed(0), image_size=16)
+    # aug_max 0: the vp-cosine path at t = 0 (alpha just below 1, sigma just above 0)
+    assert cond.low_res.shape == (6, 3, 4, 4)
+    assert torch.allclose(cond.low_res, downsample(crops, 4), atol=5e-3)
 
 
 def test_augmentation_has_the_forward_process_moments_at_uniform_levels():

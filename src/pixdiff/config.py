@@ -187,10 +187,15 @@ class SRConfig:
     # the time ``pixdiff sample --cascade`` and ``pixdiff upscale`` use unless --aug-level
     # (imagen-pytorch's default; Imagen sweeps it at inference)
     aug_level: float = 0.2
+    # train on random crop_size x crop_size crops of the images (0: whole images), to sample
+    # whole ones: for fully convolutional nets (no attention at the crop's scale)
+    crop_size: int = 0
 
     def __post_init__(self) -> None:
         if self.low_res_size < 0:
             raise ValueError(f"sr.low_res_size must be >= 0 (0 = off), got {self.low_res_size}")
+        if self.crop_size < 0:
+            raise ValueError(f"sr.crop_size must be >= 0 (0 = whole images), got {self.crop_size}")
         for name in ("aug_max", "aug_level"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"sr.{name} must be a time in [0, 1], got {getattr(self, name)}")

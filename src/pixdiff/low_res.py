@@ -34,6 +34,26 @@ def downsample(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="area")
 
 
+def random_crop(images: Tensor, size: int, stride: int, generator: torch.Generator) -> Tensor:
+    """A random ``size`` x ``size`` crop of each image (N, C, H, W), at offsets that are
+    multiples of ``stride``.
+
+    Super-resolution models are fully convolutional, so they can train on crops and sample
+    whole images (Imagen, Saharia et al. 2022, Sec. 4.1, trains its 256 -> 1024 model on
+    64 -> 256 crops). With ``stride`` the downsampling factor, the crop's area-downsampled copy
+    is exactly the matching crop of the downsampled image.
+    """
+    n, _, h, w = images.shape
+    rows = torch.randint(0, (h - size) // stride + 1, (n,), generator=generator) * stride
+    cols = torch.randint(0, (w - size) // stride + 1, (n,), generator=generator) * stride
+    return torch.stack(
+        [
+            img[:, r : r + size, c : c + size]
+            for img, r, c in zip(images, rows.tolist(), cols.tolist(), strict=True)
+        ]
+    )
+
+
 def aug_levels(n: int, aug_max: float, generator: torch.Generator) -> Tensor:
     """(n,) float64 augmentation times t_aug ~ U[0, aug_max], one per image (non-truncated
     conditioning augmentation, CDM, Ho et al. 2022)."""
@@ -48,10 +68,16 @@ def low_res_cond(low_res: Tensor, levels: Tensor, schedule: Schedule, noise: Ten
     return Cond(low_res=augmented, low_res_noise=levels.float())
 
 
-def training_cond(images: Tensor, sr: SRConfig, generator: torch.Generator) -> Cond:
-    """A training batch's low-res Cond: ``images`` (N, C, H, W) area-downsampled to
-    ``sr.low_res_size`` and augmented at times uniform in [0, ``sr.aug_max``]."""
-    low_res = downsample(images, sr.low_res_size)
+def training_cond(
+    images: Tensor, sr: SRConfig, generator: torch.Generator, *, image_size: int | None = None
+) -> Cond:
+    """A training batch's low-res Cond: ``images`` (N, C, H, W) area-downsampled by the factor
+    ``image_size / sr.low_res_size`` and augmented at times uniform in [0, ``sr.aug_max``].
+
+    ``image_size`` is the full images' side (None: ``images``' own); a crop of it
+    (``sr.crop_size``) gets its matching low-res crop."""
+    factor = (image_size or images.shape[-1]) // sr.low_res_size
+    low_res = downsample(images, images.shape[-1] // factor)
     levels = aug_levels(images.shape[0], sr.aug_max, generator)
     noise = torch.randn(low_res.shape, generator=generator)
     return low_res_cond(low_res, levels, schedule_from_dict(sr.aug_schedule), noise)

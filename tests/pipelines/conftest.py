@@ -45,3 +45,9 @@ def _save_png(path: Path, size: int, mode: str = "RGB", seed: int = 0) -> Path:
 def png():
     """``png(path, size, mode="RGB", seed=0)``: write a random size x size image, return path."""
     return _save_png
+
+
+@pytest.fixture
+def tiny_train_flags() -> list[str]:
+    """The flags of the tiny runs above (unet-tiny, 2 steps, one thread)."""
+    return list(TINY)

@@ -71,6 +71,17 @@ def test_cascade_without_runs_uses_the_shipped_cascade(sr_runs, tmp_path, monkey
     assert Image.open(tmp_path / "c" / "000000.png").size == (16, 16)
 
 
+def test_sr_run_trains_on_crops_and_upscales_whole_images(sr_runs, tmp_path, png, tiny_train_flags):
+    out = tmp_path / "crop"
+    argv = ["train", "--data", str(sr_runs["data"]), *tiny_train_flags, "--out", str(out)]
+    argv += ["--image-size", "16", "--sr-from", "8", "--set", "sr.crop_size=8"]
+    assert main(argv) == 0
+    assert pixdiff.load(out).config["train"]["sr"]["crop_size"] == 8
+    up = ["upscale", str(out), "--input", str(png(tmp_path / "s.png", 8)), "--steps", "1"]
+    assert main([*up, "--out", str(tmp_path / "u"), "--no-progress"]) == 0
+    assert Image.open(tmp_path / "u" / "000000.png").size == (16, 16)
+
+
 def test_upscale_cli(sr_runs, tmp_path, png):
     low = png(tmp_path / "low.png", 8, "RGBA")
     argv = ["upscale", str(sr_runs["sr"]), "--input", str(low), "--steps", "2", "-n", "2"]
@@ -107,6 +118,24 @@ def test_upscale_cli(sr_runs, tmp_path, png):
         (["edit", "{sr}", "--input", "{small}", "--strength", "0"], "use `pixdiff upscale`"),
         (["upscale", "{sr}", "--input", "{tmp}/nowhere.png"], "does not exist"),
         (["train", "--data", "{data}", "--out", "{tmp}/r", "--sr-from", "16"], "smaller than"),
+        (
+            [
+                "train",
+                "--data",
+                "{data}",
+                "--out",
+                "{tmp}/r",
+                "--sr-from",
+                "8",
+                "--set",
+                "sr.crop_size=5",
+            ],
+            "multiple of the upsampling factor 16 / 8",
+        ),
+        (
+            ["train", "--data", "{data}", "--out", "{tmp}/r", "--set", "sr.crop_size=8"],
+            "sr.crop_size is for super-resolution runs",
+        ),
         (
             ["train", "--data", "{data}", "--out", "{tmp}/r", "--preset", "unet-sr-small"],
             "--sr-from",

@@ -11,12 +11,12 @@ prompt. A super-resolution run (``sr.low_res_size``) also conditions on the low-
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond, merge
 from pixdiff.config import TrainConfig
 from pixdiff.data import Batch, ImageSet
-from pixdiff.low_res import training_cond
+from pixdiff.low_res import random_crop, training_cond
 from pixdiff.nets.text import TextConditionedNet
 from pixdiff.training.losses import drop_labels, drop_prompts
 
@@ -45,15 +45,21 @@ def cond_fields(cfg: TrainConfig, data: ImageSet) -> dict[str, int]:
     return {"num_classes": data.num_classes if use_labels else 0, **low_res}
 
 
-def batch_cond(
+def batch_inputs(
     cfg: TrainConfig, model: nn.Module, batch: Batch, generator: torch.Generator, device
-) -> Cond | None:
-    """The batch's Cond: the class or text condition (dropped for CFG) and, for a
-    super-resolution run, the augmented low-res image (never dropped)."""
+) -> tuple[Tensor, Cond | None]:
+    """The batch's clean images x0 and Cond: the class or text condition (dropped for CFG)
+    and, for a super-resolution run, the augmented low-res image (never dropped). With
+    ``sr.crop_size`` x0 is a random crop of each image, and the low-res image its match."""
     cond = _steering_cond(cfg, model, batch, generator, device)
     if not cfg.sr.low_res_size:
-        return cond
-    return merge(cond, training_cond(batch.images, cfg.sr, generator))
+        return batch.images, cond
+    images = batch.images
+    if cfg.sr.crop_size:
+        factor = cfg.data.image_size // cfg.sr.low_res_size
+        images = random_crop(images, cfg.sr.crop_size, factor, generator)
+    sr = training_cond(images, cfg.sr, generator, image_size=cfg.data.image_size)
+    return images, merge(cond, sr)
 
 
 def _steering_cond(

@@ -40,7 +40,7 @@ from pixdiff.denoiser import Denoiser
 from pixdiff.nets import UNetConfig, build_net, preset
 from pixdiff.nets.text import TextConditionedNet, build_text_encoder
 from pixdiff.schedules import schedule_from_dict
-from pixdiff.training.conditioning import batch_cond, cond_fields, grid_prompts, uses_text
+from pixdiff.training.conditioning import batch_inputs, cond_fields, grid_prompts, uses_text
 from pixdiff.training.ema import EMA as EMAWeights
 from pixdiff.training.losses import diffusion_loss
 from pixdiff.training.records import CSVLog, periodic_eval, sample_grid
@@ -145,6 +145,14 @@ def _check_sr(cfg: TrainConfig, data: ImageSet) -> None:
     if "low_res_channels" in cfg.model.overrides:
         raise TrainingError(
             "model.overrides.low_res_channels is set by sr.low_res_size (--sr-from); drop it"
+        )
+    crop = cfg.sr.crop_size
+    if crop and not size:
+        raise TrainingError("sr.crop_size is for super-resolution runs: give --sr-from SIZE")
+    if crop and (crop >= image or crop % (image // size) or image % size):
+        raise TrainingError(
+            f"sr.crop_size {crop} must be below the image size {image} and a multiple of the "
+            f"upsampling factor {image} / {size} (an integer)"
         )
     if size and cfg.run.eval_every:
         raise TrainingError(
@@ -412,12 +420,11 @@ def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, devic
     k = cfg.optim.grad_accum
     for micro in range(k):
         batch = next(stream)
-        x0 = batch.images
-        if cfg.run.channels_last:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
         sync = nullcontext() if micro == k - 1 or world.world_size == 1 else train_net.no_sync()
         with sync, amp:
-            cond = batch_cond(cfg, state.net, batch, state.generator, device)
+            x0, cond = batch_inputs(cfg, state.net, batch, state.generator, device)
+            if cfg.run.channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
             loss = (
                 diffusion_loss(denoiser, x0, cond, cfg=cfg.diffusion, generator=state.generator) / k
             )
