@@ -160,3 +160,29 @@ def test_training_is_deterministic_and_leaves_global_rng(test_head):
     assert acc_a == acc_b and not a.training
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
+
+
+def test_rgb_classifier_of_another_size_trains_saves_and_extracts(tmp_path):
+    """The architecture for 16x16 RGB images with many classes (as the emoji feature network):
+    its shape comes from the data, survives save/load, and the extractor takes that shape."""
+    from pixdiff.eval.features import load_extractor
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (12, 3, 16, 16), generator=g, dtype=torch.uint8)
+    data = ImageSet(images, torch.arange(12), name="ids")
+    model, _ = train_classifier(
+        epochs=1, batch_size=4, train_data=data, test_data=data, augment=True, max_shift=3,
+        flip=False, fill=1.0, feature_dim=16,
+    )  # fmt: skip
+    assert model.input_shape == (3, 16, 16) and model.num_classes == 12
+    extractor = load_extractor(str(save_classifier(model, tmp_path / "ids")))
+    assert extractor.input_shape == (3, 16, 16) and extractor.feature_dim == 16
+    assert extractor.features(images).shape == (12, 16)
+    with pytest.raises(ValueError, match=r"\(N, 3, 16, 16\), got \(2, 1, 28, 28\)"):
+        model.features(torch.zeros(2, 1, 28, 28))
+
+
+def test_random_shift_fills_with_the_given_background():
+    x = torch.zeros(8, 3, 6, 6)
+    shifted = random_shift(x, max_shift=2, generator=torch.Generator().manual_seed(0), fill=1.0)
+    assert set(shifted.unique().tolist()) <= {0.0, 1.0} and (shifted == 1.0).any()

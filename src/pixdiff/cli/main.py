@@ -44,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_classifier_cmd.add_parser(sub)
     demo = sub.add_parser(
         "demo",
-        help="sample the shipped Fashion-MNIST model, one row per class",
-        description="Generate a grid of Fashion-MNIST items from the shipped "
-        "model (one row per class) and print its path.",
+        help="sample the shipped models: Fashion-MNIST classes and emoji from prompts",
+        description="Generate a grid of Fashion-MNIST items from the shipped model (one row "
+        "per class), then emoji from eight prompts with the shipped text-to-image model "
+        "(32x32) and its super-resolution stage (64x64), and print the grids' paths.",
     )
     demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
     demo.set_defaults(func=sample_cmd.run_demo)

@@ -1,0 +1,143 @@
+"""What the shipped emoji text-to-image model does with seen, held-out and made-up prompts.
+
+Seen: captions of the train split. Held-out: captions of the test split (every 10th emoji), never
+trained on; most recombine words the model knows ("green apple" after "red apple" and "green
+heart"). Made-up: combinations no emoji has (--invented).
+
+Quantitative part: every sample, upsampled to 64x64 (bicubic), is matched to its nearest
+emoji among all of them (train and held-out, 64x64) in the features of the emoji network
+(``src/pixdiff/assets/emoji_classifier``). Top-1 / top-5 is the fraction of samples whose own
+caption's emoji is the nearest / among the 5 nearest (chance: 1 / 1361 and 5 / 1361). A
+held-out sample can only hit its emoji by composing it from what the words mean elsewhere.
+
+Writes results.json, results.md and grids into --out: ``seen.png``, ``held_out.png`` (each
+prompt's ground truth, then its samples) and ``invented.png`` (one row per prompt).
+
+    .venv/bin/python bench/text_prompts.py --out docs/bench/text
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pixdiff.checkpoint import load
+from pixdiff.data import load_dataset, to_model_space
+from pixdiff.eval.features import load_extractor
+from pixdiff.images import make_grid, save_png
+from pixdiff.pipelines.generate import generate
+
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "pixdiff" / "assets"
+INVENTED = (
+    "blue apple", "red cat face", "green heart with face", "purple rocket", "yellow ghost",
+    "snowman with sunglasses", "black apple", "red snowman",
+)  # fmt: skip
+GRID_PROMPTS = 12  # prompts shown per grid
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--run", default=str(ASSETS / "emoji_unet"), help="text-to-image run")
+    p.add_argument(
+        "--extractor", default=str(ASSETS / "emoji_classifier"), help="feature network folder"
+    )
+    p.add_argument("--n-seen", type=int, default=136, help="seen captions (every k-th of train)")
+    p.add_argument("--per-prompt", type=int, default=2, help="samples per prompt")
+    p.add_argument("--invented", nargs="*", default=list(INVENTED), help="made-up prompts")
+    p.add_argument("--sampler", default="dpmpp-2m", help="sampler")
+    p.add_argument("--steps", type=int, default=25, help="sampler steps")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0, help="seed; sample i uses seed + i")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    p.add_argument("--out", default="out/bench-text", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def retrieval(samples: torch.Tensor, targets: torch.Tensor, bank: torch.Tensor) -> dict:
+    """Top-1 / top-5 rate at which each sample's nearest bank rows (Euclidean, in features)
+    include its target row."""
+    order = torch.cdist(samples, bank).argsort(dim=1)
+    hits = order[:, :5] == targets[:, None]
+    return {"top1": hits[:, 0].double().mean().item(), "top5": hits.any(1).double().mean().item()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    model = load(args.run)
+    if model.text_encoder is None:
+        sys.exit(f"error: {args.run} is not a text-conditioned run")
+    extractor = load_extractor(args.extractor)
+    size = extractor.input_shape[-1]
+    every = load_dataset("emoji", image_size=size, split="all")
+    index = {c: i for i, c in enumerate(every.captions)}
+    train = load_dataset("emoji", image_size=size, split="train").captions
+    step = max(1, len(train) // args.n_seen)
+    sets = {
+        "seen": train[::step][: args.n_seen],
+        "held_out": load_dataset("emoji", image_size=size, split="test").captions,
+    }
+    bank = extractor.features(every.images)
+    k = args.per_prompt
+
+    def draw(prompts: list[str]) -> torch.Tensor:
+        repeated = [p for p in prompts for _ in range(k)]
+        return generate(
+            model.denoiser, model.image_shape, n=len(repeated), prompts=repeated,
+            guidance=args.guidance, sampler=args.sampler, steps=args.steps, seed=args.seed,
+            batch_size=args.batch_size, progress=not args.no_progress,
+        ).clamp(-1, 1)  # fmt: skip
+
+    results = {}
+    for name, prompts in sets.items():
+        x = draw(prompts)
+        up = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+        targets = torch.tensor([index[p] for p in prompts for _ in range(k)])
+        results[name] = {
+            "prompts": len(prompts),
+            **retrieval(extractor.features(up), targets, bank),
+        }
+        truth = F.interpolate(
+            to_model_space(every.images[targets[::k][:GRID_PROMPTS]]), size=x.shape[-2:],
+            mode="area",
+        )  # fmt: skip
+        rows = [torch.cat([t[None], x[i * k : (i + 1) * k]]) for i, t in enumerate(truth)]
+        save_png(make_grid(torch.cat(rows), nrow=k + 1), out / f"{name}.png", scale=3)
+        (out / f"{name}_prompts.txt").write_text("\n".join(prompts[:GRID_PROMPTS]) + "\n")
+    invented = draw(args.invented)
+    save_png(make_grid(invented, nrow=k), out / "invented.png", scale=3)
+
+    wall = time.perf_counter() - start
+    flags = sys.argv[1:] if argv is None else argv
+    report = {
+        "command": " ".join([".venv/bin/python bench/text_prompts.py", *flags]),
+        "run": args.run, "sampler": args.sampler, "steps": args.steps,
+        "guidance": args.guidance, "per_prompt": k, "bank": len(every),
+        "retrieval": results, "invented": args.invented, "wall_s": round(wall, 1),
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    chance1, chance5 = 1 / len(every), 5 / len(every)
+    md = ["| prompts | n | top-1 | top-5 |", "|---|---|---|---|"]
+    md += [f"| {name} | {r['prompts']} x {k} | {r['top1']:.3f} | {r['top5']:.3f} |"
+           for name, r in results.items()]  # fmt: skip
+    md.append(f"| chance | | {chance1:.4f} | {chance5:.4f} |")
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    print(f"wrote {out} ({wall:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
