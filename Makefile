@@ -1,4 +1,4 @@
-# pixdiff: `make demo` generates images from the shipped model; `make test` runs the test suite.
+# pixdiff: `make demo` generates images from the shipped models; `make test` runs the test suite.
 # Both set up everything first (virtualenv, torch, the package, the Debian data packages).
 
 PYTHON ?= python3
