@@ -284,8 +284,8 @@ def load_dataset(
         channels: 1 (grey) or 3 (RGB); None keeps the dataset's own (folders default to 3).
         split: ``"train"``, ``"test"`` or ``"all"`` (both). Fashion-MNIST has its own splits;
             emoji hold out every 10th emoji in codepoint order as ``"test"``
-            (:data:`pixdiff.data.emoji.HOLDOUT_EVERY`); a folder has one split, so ``"test"``
-            is refused and ``"train"`` and ``"all"`` both mean every image.
+            (:data:`pixdiff.data.emoji.HOLDOUT_EVERY`); a folder has one split: every split is
+            all of its images (so ``pixdiff eval --data FOLDER`` scores against the folder).
         cache_dir: where the rendered emoji are cached (default :func:`default_cache_dir`).
         skip_bad_images: for folders, skip unreadable images with a warning instead of failing.
     """
@@ -305,8 +305,6 @@ def load_dataset(
         data = emoji_split(load_emoji(size=image_size, cache_dir=cache_dir), split)
         images = data.images
     elif Path(spec).expanduser().is_dir():
-        if split == "test":
-            raise ValueError(f"{spec}: a folder dataset has a single split; use split 'train'")
         return load_folder(
             Path(spec).expanduser(), image_size=image_size, channels=channels or 3,
             skip_bad_images=skip_bad_images,
