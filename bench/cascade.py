@@ -38,16 +38,17 @@ import torch
 import torch.nn.functional as F
 
 from pixdiff.checkpoint import LoadedModel, load
+from pixdiff.cli.sample import SHIPPED_CASCADE
 from pixdiff.data import load_dataset, to_model_space
+from pixdiff.eval.classifier import EMOJI_DIR
 from pixdiff.eval.features import FeatureExtractor, load_extractor
 from pixdiff.eval.fid import FeatureStats, frechet_distance, precision_recall
 from pixdiff.eval.fidelity import mean_finite, psnr, ssim
 from pixdiff.images import make_grid, save_png
-from pixdiff.low_res import downsample
+from pixdiff.low_res import downsample, upsample_bicubic
 from pixdiff.pipelines.cascade import Stage, cascade
 from pixdiff.sampling import Sampling
 
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "pixdiff" / "assets"
 GRID_COLUMNS = 12
 
 
@@ -55,16 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--base", default=str(ASSETS / "emoji_unet"), help="text-to-image base run")
+    p.add_argument("--base", default=str(SHIPPED_CASCADE[0]), help="text-to-image base run")
     p.add_argument(
         "--sr",
         nargs="+",
-        default=[str(ASSETS / "emoji_sr")],
+        default=[str(SHIPPED_CASCADE[1])],
         help="super-resolution runs to compare (e.g. trained with and without augmentation)",
     )
-    p.add_argument(
-        "--extractor", default=str(ASSETS / "emoji_classifier"), help="feature network folder"
-    )
+    p.add_argument("--extractor", default=str(EMOJI_DIR), help="feature network folder")
     p.add_argument(
         "--aug-levels",
         type=float,
@@ -83,12 +82,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="out/bench-cascade", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
-
-
-def bicubic(low_res: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic upsampling (Keys 1981, a = -0.75 as in torch) to size x size, clipped to [-1, 1]."""
-    up = F.interpolate(low_res, size=(size, size), mode="bicubic", align_corners=False)
-    return up.clamp(-1, 1)
 
 
 def fd(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -144,12 +137,13 @@ def compare(low_res, truth, prompts, variants, grid_path: Path, args, score) -> 
     """``score`` of bicubic and of every SR variant upsampling ``low_res``, and their grid
     (rows: nearest-neighbour low-res, bicubic, each variant, ground truth)."""
     size = truth.shape[-1]
-    results, rows = {"bicubic": score(bicubic(low_res, size))}, []
+    bicubic = upsample_bicubic(low_res, size)
+    results, rows = {"bicubic": score(bicubic)}, []
     for label, m, level in variants:
         rows.append(upscale(m, low_res, prompts, level, args))
         results[label] = score(rows[-1])
     nearest = F.interpolate(low_res, size=(size, size), mode="nearest")
-    grid = rows_grid([nearest, bicubic(low_res, size), *rows, truth], GRID_COLUMNS)
+    grid = rows_grid([nearest, bicubic, *rows, truth], GRID_COLUMNS)
     save_png(grid, grid_path, scale=2)
     return results
 

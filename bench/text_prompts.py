@@ -26,15 +26,16 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from pixdiff.checkpoint import load
+from pixdiff.cli.sample import SHIPPED_TEXT_MODEL
 from pixdiff.data import load_dataset, to_model_space
+from pixdiff.eval.classifier import EMOJI_DIR
 from pixdiff.eval.features import load_extractor
 from pixdiff.images import make_grid, save_png
+from pixdiff.low_res import downsample, upsample_bicubic
 from pixdiff.pipelines.generate import generate
 
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "pixdiff" / "assets"
 INVENTED = (
     "blue apple", "red cat face", "green heart with face", "purple rocket", "yellow ghost",
     "snowman with sunglasses", "black apple", "red snowman",
@@ -46,10 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--run", default=str(ASSETS / "emoji_unet"), help="text-to-image run")
-    p.add_argument(
-        "--extractor", default=str(ASSETS / "emoji_classifier"), help="feature network folder"
-    )
+    p.add_argument("--run", default=str(SHIPPED_TEXT_MODEL), help="text-to-image run")
+    p.add_argument("--extractor", default=str(EMOJI_DIR), help="feature network folder")
     p.add_argument("--n-seen", type=int, default=136, help="seen captions (every k-th of train)")
     p.add_argument("--per-prompt", type=int, default=2, help="samples per prompt")
     p.add_argument("--invented", nargs="*", default=list(INVENTED), help="made-up prompts")
@@ -103,16 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for name, prompts in sets.items():
         x = draw(prompts)
-        up = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+        up = upsample_bicubic(x, size)
         targets = torch.tensor([index[p] for p in prompts for _ in range(k)])
         results[name] = {
             "prompts": len(prompts),
             **retrieval(extractor.features(up), targets, bank),
         }
-        truth = F.interpolate(
-            to_model_space(every.images[targets[::k][:GRID_PROMPTS]]), size=x.shape[-2:],
-            mode="area",
-        )  # fmt: skip
+        truth = downsample(to_model_space(every.images[targets[::k][:GRID_PROMPTS]]), x.shape[-1])
         rows = [torch.cat([t[None], x[i * k : (i + 1) * k]]) for i, t in enumerate(truth)]
         save_png(make_grid(torch.cat(rows), nrow=k + 1), out / f"{name}.png", scale=3)
         (out / f"{name}_prompts.txt").write_text("\n".join(prompts[:GRID_PROMPTS]) + "\n")

@@ -28,6 +28,7 @@ import torch
 from pixdiff.data import ImageSet, load_dataset, load_fashion_mnist
 from pixdiff.eval.classifier import (
     DEFAULT_DIR,
+    EMOJI_DIR,
     accuracy,
     load_classifier,
     parameter_count,
@@ -39,9 +40,9 @@ from pixdiff.eval.classifier import (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; every flag is documented in ``--help``."""
     parser = argparse.ArgumentParser(
-        description="Train pixdiff's Fashion-MNIST evaluation classifier (the feature network "
-        "of its Frechet distance / KID / precision-recall) and save it as model.safetensors "
-        "(float16) + config.json.",
+        description="Train one of pixdiff's evaluation classifiers (the feature network of its "
+        "Frechet distance / KID / precision-recall): Fashion-MNIST, or with --data emoji the "
+        "emoji feature network. Saves model.safetensors (float16) + config.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -78,7 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-EMOJI_DIR = DEFAULT_DIR.parent / "emoji_classifier"
 EMOJI_SIZE, EMOJI_SHIFT = 64, 4
 
 

@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from pixdiff.conditioning import Cond
 from pixdiff.config import SRConfig, TrainConfig, apply_overrides
 from pixdiff.denoiser import Denoiser
-from pixdiff.low_res import downsample, random_crop, sampling_cond, training_cond
+from pixdiff.low_res import (
+    downsample,
+    random_crop,
+    sampling_cond,
+    training_cond,
+    upsample_bicubic,
+)
 from pixdiff.nets import UNet, preset
 from pixdiff.schedules import get_schedule, q_sample, schedule_from_dict
 
@@ -46,7 +52,7 @@ def test_random_crops_sit_on_the_stride_and_match_the_low_res_crop():
             downsample(crop[None], 4)[0], lo[:, r // 2 : r // 2 + 4, c // 2 : c // 2 + 4]
         )
     sr = SRConfig(low_res_size=8, aug_max=0.0)
-    cond = training_cond(crops, sr, torch.Generator().manual_seed(0), image_size=16)
+    cond = training_cond(crops, sr, torch.Generator().manual_seed(0), size=4)
     # aug_max 0: the vp-cosine path at t = 0 (alpha just below 1, sigma just above 0)
     assert cond.low_res.shape == (6, 3, 4, 4)
     assert torch.allclose(cond.low_res, downsample(crops, 4), atol=5e-3)
@@ -123,3 +129,12 @@ def test_sr_net_overfits_a_tiny_batch():
         shuffled = Cond(low_res=cond.low_res.roll(1, 0), low_res_noise=cond.low_res_noise)
         t = torch.full((4,), 0.99, dtype=torch.float64)
         assert 3 * loss_at(t, cond) < loss_at(t, shuffled)
+
+
+def test_bicubic_baseline_keeps_constants_and_clips_overshoot():
+    flat = torch.full((1, 3, 4, 4), 0.3)
+    assert torch.allclose(upsample_bicubic(flat, 8), torch.full((1, 3, 8, 8), 0.3))
+    edge = torch.ones(1, 1, 4, 4)
+    edge[..., :2] = -1  # a hard edge: bicubic overshoots past +-1 next to it
+    up = upsample_bicubic(edge, 16)
+    assert up.shape == (1, 1, 16, 16) and up.min() == -1 and up.max() == 1

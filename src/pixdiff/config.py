@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
+from pixdiff.data.dataset import Split
 from pixdiff.schedules import DiscreteSchedule, schedule_from_dict
 
 Loss = Literal["mse", "l1", "huber"]
@@ -30,17 +31,13 @@ class DataConfig:
     name: str = "fashion-mnist"
     image_size: int = 28
     # train | test | all; emoji hold out every 10th emoji as test (pixdiff.data.load_dataset)
-    split: str = "train"
+    split: Split = "train"
     channels: int | None = None  # None: the dataset's own (1 for Fashion-MNIST, 3 otherwise)
     flip: bool = False  # random horizontal flips
     skip_bad_images: bool = False
     # condition on what the data has: captions -> text (labels then unused; see text.enabled),
     # else labels
     conditional: bool = True
-
-    def __post_init__(self) -> None:
-        if self.split not in ("train", "test", "all"):
-            raise ValueError(f"data.split must be train, test or all, got {self.split!r}")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,13 @@ def downsample(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="area")
 
 
+def upsample_bicubic(images: Tensor, size: int) -> Tensor:
+    """Bicubic upsampling (Keys 1981, a = -0.75 as in torch) of model-space images (N, C, h, w)
+    to size x size, clipped to [-1, 1]: the baseline a super-resolution model must beat."""
+    up = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+    return up.clamp(-1, 1)
+
+
 def random_crop(images: Tensor, size: int, stride: int, generator: torch.Generator) -> Tensor:
     """A random ``size`` x ``size`` crop of each image (N, C, H, W), at offsets that are
     multiples of ``stride``.
@@ -69,15 +76,12 @@ def low_res_cond(low_res: Tensor, levels: Tensor, schedule: Schedule, noise: Ten
 
 
 def training_cond(
-    images: Tensor, sr: SRConfig, generator: torch.Generator, *, image_size: int | None = None
+    images: Tensor, sr: SRConfig, generator: torch.Generator, *, size: int | None = None
 ) -> Cond:
-    """A training batch's low-res Cond: ``images`` (N, C, H, W) area-downsampled by the factor
-    ``image_size / sr.low_res_size`` and augmented at times uniform in [0, ``sr.aug_max``].
-
-    ``image_size`` is the full images' side (None: ``images``' own); a crop of it
-    (``sr.crop_size``) gets its matching low-res crop."""
-    factor = (image_size or images.shape[-1]) // sr.low_res_size
-    low_res = downsample(images, images.shape[-1] // factor)
+    """A training batch's low-res Cond: ``images`` (N, C, H, W) area-downsampled to ``size``
+    (default ``sr.low_res_size``; a crop passes its own) and augmented at times uniform in
+    [0, ``sr.aug_max``]."""
+    low_res = downsample(images, size or sr.low_res_size)
     levels = aug_levels(images.shape[0], sr.aug_max, generator)
     noise = torch.randn(low_res.shape, generator=generator)
     return low_res_cond(low_res, levels, schedule_from_dict(sr.aug_schedule), noise)

@@ -248,7 +248,7 @@ def test_bad_input_gives_one_line_errors(folder, tiny_run, tmp_path, capsys):
     code, err = run_main(capsys, "train", "--out", str(tmp_path / "r2"), "--set", "optim.lrr=1")
     assert code == 2 and "optim.lrr" in err
     for bad_set, message in (
-        ('data.split="val"', "data.split must be train, test or all"),
+        ('data.split="val"', "data.split must be one of ['train', 'test', 'all']"),
         ("run.checkpoint_every=-1", "checkpoint_every must be >= 0"),
         ("run.log_every=0", "run.log_every must be >= 1"),
     ):

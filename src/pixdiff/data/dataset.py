@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from torch import Tensor
 
 DATASET_NAMES = ("fashion-mnist", "emoji")
 Split = Literal["train", "test", "all"]
-SPLITS: tuple[str, ...] = ("train", "test", "all")
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from pixdiff.files import atomic_write
 
-from .dataset import ImageSet, default_cache_dir
+from .dataset import SPLITS, ImageSet, default_cache_dir
 
 DEFAULT_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 INSTALL_HINT = "sudo apt-get install fonts-noto-color-emoji"
@@ -236,11 +236,11 @@ def emoji_split(data: ImageSet, split: str) -> ImageSet:
     ``"test"``: a tenth of the set, spread over every Unicode block, never trained on by
     default, for measuring generalisation (``bench/cascade.py``).
     """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits are {', '.join(SPLITS)}")
     if split == "all":
         return data
     held_out = torch.arange(len(data)) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown emoji split {split!r}; valid splits are train, test, all")
     rows = torch.nonzero(held_out if split == "test" else ~held_out).flatten()
     return data.subset(rows, name=f"{data.name}-{split}")
 

@@ -41,6 +41,8 @@ from pixdiff.data import (
 )
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "assets" / "fashion_classifier"
+# the same architecture for 64x64 RGB emoji (bench/train_classifier.py --data emoji)
+EMOJI_DIR = DEFAULT_DIR.parent / "emoji_classifier"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "pixdiff.fashion_classifier/1"
@@ -154,7 +156,7 @@ class FashionClassifier(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Penultimate post-ReLU features (N, feature_dim) of images x (N, C, H, W) in [-1, 1]."""
         check_images(x, self.input_shape)
-        return self.embed(self.trunk(x))  # (N, C3, 3, 3) -> (N, feature_dim)
+        return self.embed(self.trunk(x))  # (N, C3, size // 8, size // 8) -> (N, feature_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (N, num_classes) of images x (N, C, H, W) in [-1, 1]."""

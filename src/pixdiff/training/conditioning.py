@@ -54,12 +54,12 @@ def batch_inputs(
     cond = _steering_cond(cfg, model, batch, generator, device)
     if not cfg.sr.low_res_size:
         return batch.images, cond
-    images = batch.images
+    images, size = batch.images, cfg.sr.low_res_size
     if cfg.sr.crop_size:
-        factor = cfg.data.image_size // cfg.sr.low_res_size
+        factor = cfg.data.image_size // size
         images = random_crop(images, cfg.sr.crop_size, factor, generator)
-    sr = training_cond(images, cfg.sr, generator, image_size=cfg.data.image_size)
-    return images, merge(cond, sr)
+        size = cfg.sr.crop_size // factor
+    return images, merge(cond, training_cond(images, cfg.sr, generator, size=size))
 
 
 def _steering_cond(
