@@ -14,8 +14,9 @@ every k-th train caption, --n-base in all); each SR model upscales those samples
 trained without augmentation sees base-model artefacts it never saw in training; one trained
 with it reads its input as a noisy view of a clean image. A sample of an unseen caption has
 no ground truth to pair with, so the scores are of the set against all 1,361 real emoji at
-64x64: the Frechet distance and improved precision / recall (Kynkaanniemi et al. 2019;
-precision is the fraction of samples that land among real emoji).
+64x64: the Frechet distance, KID (unbiased, so it is the one to trust at a few hundred samples) and
+improved precision / recall (Kynkaanniemi et al. 2019; precision is the fraction of samples
+that land among real emoji).
 
 Writes results.json, results.md and grids into --out: ``holdout.png`` (rows: low-res, bicubic,
 each SR model, ground truth) and ``base_samples.png`` (rows: base sample, bicubic, SR with
@@ -42,7 +43,7 @@ from pixdiff.cli.sample import SHIPPED_CASCADE
 from pixdiff.data import load_dataset, to_model_space
 from pixdiff.eval.classifier import EMOJI_DIR
 from pixdiff.eval.features import FeatureExtractor, load_extractor
-from pixdiff.eval.fid import FeatureStats, frechet_distance, precision_recall
+from pixdiff.eval.fid import FeatureStats, frechet_distance, kid, precision_recall
 from pixdiff.eval.fidelity import mean_finite, psnr, ssim
 from pixdiff.images import make_grid, save_png
 from pixdiff.low_res import downsample, upsample_bicubic
@@ -104,10 +105,15 @@ def paired_scores(images: torch.Tensor, truth: torch.Tensor, extractor: FeatureE
 
 
 def set_scores(images: torch.Tensor, real: torch.Tensor, extractor: FeatureExtractor) -> dict:
-    """FD and precision / recall of images (clipped) against the real features."""
+    """FD, KID (x 1e3, with its spread over real subsets) and precision / recall of images
+    (clipped) against the real features. KID is unbiased, so unlike FD it does not favour
+    whichever set has the larger covariance when there are barely more samples than feature
+    dimensions (Binkowski et al. 2018)."""
     feats = extractor.features(images.clamp(-1, 1))
     precision, recall = precision_recall(real, feats)
-    return {"fd": fd(feats, real), "precision": precision, "recall": recall}
+    kid_mean, kid_std = kid(feats.double(), real.double())
+    return {"fd": fd(feats, real), "kid": 1e3 * kid_mean, "kid_std": 1e3 * kid_std,
+            "precision": precision, "recall": recall}  # fmt: skip
 
 
 def upscale(model: LoadedModel, low_res, prompts, level, args) -> torch.Tensor:
@@ -227,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     paired = {"psnr": "PSNR (dB)", "ssim": "SSIM", "feature_l2": "feature L2", "fd": "FD"}
-    sets = {"fd": "FD", "precision": "precision", "recall": "recall"}
+    sets = {"fd": "FD", "kid": "KID x 1e3", "kid_std": "KID spread", "precision": "precision",
+            "recall": "recall"}  # fmt: skip
     md = (
         f"Held-out emoji ({n}), ground-truth {low}px input:\n\n{table(gt_results, paired)}\n\n"
         f"The base model's samples ({len(base_prompts)} captions, {len(held_out)} of them "

@@ -66,9 +66,9 @@ def test_tokenizer_pads_right_with_a_mask():
 def test_truncation_warns_once_per_call_naming_the_limit():
     tok = ByteTokenizer(max_length=8)
     with pytest.warns(UserWarning, match="max_length=8") as record:
-        tokens = tok(["a very long prompt", "another long one", "ok"])
-    assert len(record) == 1 and "2 of 3" in str(record[0].message)
-    assert tokens.ids.shape == (3, 8) and tokens.ids[0, -1] == EOS
+        tokens = tok(["a very long prompt", "another long one", "ok", "ok", ""])
+    assert len(record) == 1 and "2 of 3 distinct" in str(record[0].message)
+    assert tokens.ids.shape == (5, 8) and tokens.ids[0, -1] == EOS
     assert ByteTokenizer.decode(tokens.ids[0]) == "a very"
     with warnings.catch_warnings():
         warnings.simplefilter("error")

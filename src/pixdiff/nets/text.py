@@ -52,11 +52,14 @@ def check_prompts(prompts: Sequence[str]) -> list[str]:
 
 
 def warn_truncated(prompts: Sequence[str], lengths: Sequence[int], max_length: int) -> None:
-    """One warning for all the prompts of a call whose token count exceeds ``max_length``."""
-    long = [p for p, n in zip(prompts, lengths, strict=True) if n > max_length]
+    """One warning for all the prompts of a call whose token count exceeds ``max_length``,
+    counting distinct non-empty prompts (a batch repeats a prompt per image and adds the empty
+    one for guidance)."""
+    sizes = {p: n for p, n in zip(prompts, lengths, strict=True) if p}
+    long = [p for p, n in sizes.items() if n > max_length]
     if long:
         warnings.warn(
-            f"{len(long)} of {len(prompts)} prompt(s) exceed the text encoder's max_length="
+            f"{len(long)} of {len(sizes)} distinct prompt(s) exceed the text encoder's max_length="
             f"{max_length} tokens and were truncated (first: {long[0]!r}); raise "
             "text.max_length when training to keep longer prompts",
             stacklevel=3,
