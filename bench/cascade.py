@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         nargs="+",
         default=None,
-        help="augmentation times to sample each SR model at (default: each run's sr.aug_level)",
+        help="augmentation times to sample each SR model at (default: each run's sr.aug_level; "
+        "a model trained without augmentation always runs at 0)",
     )
     p.add_argument("--sampler", default="dpmpp-2m", help="sampler of both stages")
     p.add_argument("--steps", type=int, default=25, help="sampler steps of both stages")
@@ -129,11 +130,10 @@ def sr_variants(models: list[LoadedModel], args) -> list[tuple[str, LoadedModel,
     """(label, model, aug level) for every SR model and level to run."""
     out = []
     for m in models:
-        levels = args.aug_levels or [m.sr.aug_level]
         aug_max = m.sr.aug_max
+        # a model trained without augmentation never saw a noisy input: level 0 only
+        levels = [0.0] if aug_max == 0 else args.aug_levels or [m.sr.aug_level]
         for level in levels:
-            if aug_max == 0 and level > 0:
-                continue  # a model trained without augmentation never saw a noisy input
             out.append((f"SR {Path(m.path).name} (train aug_max {aug_max:g}, level {level:g})",
                         m, level))  # fmt: skip
     return out
