@@ -10,8 +10,12 @@ emoji among all of them (train and held-out, 64x64) in the features of the emoji
 caption's emoji is the nearest / among the 5 nearest (chance: 1 / 1361 and 5 / 1361). A
 held-out sample can only hit its emoji by composing it from what the words mean elsewhere.
 
+Probe: one seen caption (--probe, default issue #5's "red apple") drawn --probe-n times and
+scored the same way.
+
 Writes results.json, results.md and grids into --out: ``seen.png``, ``held_out.png`` (each
-prompt's ground truth, then its samples) and ``invented.png`` (one row per prompt).
+prompt's ground truth, then its samples), ``invented.png`` (one row per prompt) and
+``probe.png`` (the probe's ground truth, then its samples).
 
     .venv/bin/python bench/text_prompts.py --out docs/bench/text
 """
@@ -52,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-seen", type=int, default=136, help="seen captions (every k-th of train)")
     p.add_argument("--per-prompt", type=int, default=2, help="samples per prompt")
     p.add_argument("--invented", nargs="*", default=list(INVENTED), help="made-up prompts")
+    p.add_argument("--probe", default="red apple", help="one seen caption drawn --probe-n times")
+    p.add_argument("--probe-n", type=int, default=16, help="samples of the --probe caption")
     p.add_argument("--sampler", default="dpmpp-2m", help="sampler")
     p.add_argument("--steps", type=int, default=25, help="sampler steps")
     p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
@@ -64,10 +70,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def retrieval(samples: torch.Tensor, targets: torch.Tensor, bank: torch.Tensor) -> dict:
     """Top-1 / top-5 rate at which each sample's nearest bank rows (Euclidean, in features)
-    include its target row."""
+    include its target row, and the median rank of the target (1 = nearest; chance is about
+    half the bank), which still moves when the top-k rates sit near zero."""
     order = torch.cdist(samples, bank).argsort(dim=1)
-    hits = order[:, :5] == targets[:, None]
-    return {"top1": hits[:, 0].double().mean().item(), "top5": hits.any(1).double().mean().item()}
+    rank = (order == targets[:, None]).double().argmax(dim=1) + 1
+    return {
+        "top1": (rank == 1).double().mean().item(),
+        "top5": (rank <= 5).double().mean().item(),
+        "median_rank": rank.median().item(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     size = extractor.input_shape[-1]
     every = load_dataset("emoji", image_size=size, split="all")
     index = {c: i for i, c in enumerate(every.captions)}
+    if args.probe not in index:
+        sys.exit(f"error: --probe {args.probe!r} is not an emoji caption")
     train = load_dataset("emoji", image_size=size, split="train").captions
     step = max(1, len(train) // args.n_seen)
     sets = {
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     bank = extractor.features(every.images)
     k = args.per_prompt
 
-    def draw(prompts: list[str]) -> torch.Tensor:
+    def draw(prompts: list[str], k: int = k) -> torch.Tensor:
         repeated = [p for p in prompts for _ in range(k)]
         return generate(
             model.denoiser, model.image_shape, n=len(repeated), prompts=repeated,
@@ -114,6 +127,17 @@ def main(argv: list[str] | None = None) -> None:
         (out / f"{name}_prompts.txt").write_text("\n".join(prompts[:GRID_PROMPTS]) + "\n")
     invented = draw(args.invented)
     save_png(make_grid(invented, nrow=k), out / "invented.png", scale=3)
+    probe = draw([args.probe], args.probe_n)
+    target = index[args.probe]
+    results["probe"] = {
+        "prompts": 1,
+        **retrieval(
+            extractor.features(upsample_bicubic(probe, size)),
+            torch.full((args.probe_n,), target), bank,
+        ),
+    }  # fmt: skip
+    truth = downsample(to_model_space(every.images[target : target + 1]), probe.shape[-1])
+    save_png(make_grid(torch.cat([truth, probe]), nrow=9), out / "probe.png", scale=3)
 
     wall = time.perf_counter() - start
     flags = sys.argv[1:] if argv is None else argv
@@ -121,15 +145,17 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join([".venv/bin/python bench/text_prompts.py", *flags]),
         "run": args.run, "sampler": args.sampler, "steps": args.steps,
         "guidance": args.guidance, "per_prompt": k, "bank": len(every),
-        "retrieval": results, "invented": args.invented, "wall_s": round(wall, 1),
+        "retrieval": results, "invented": args.invented, "probe": args.probe,
+        "probe_n": args.probe_n, "wall_s": round(wall, 1),
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     chance1, chance5 = 1 / len(every), 5 / len(every)
-    md = ["| prompts | n | top-1 | top-5 |", "|---|---|---|---|"]
-    md += [f"| {name} | {r['prompts']} x {k} | {r['top1']:.3f} | {r['top5']:.3f} |"
-           for name, r in results.items()]  # fmt: skip
-    md.append(f"| chance | | {chance1:.4f} | {chance5:.4f} |")
+    md = ["| prompts | n | top-1 | top-5 | median rank |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        n = f"{r['prompts']} x {k}" if name != "probe" else f"{args.probe!r} x {args.probe_n}"
+        md.append(f"| {name} | {n} | {r['top1']:.3f} | {r['top5']:.3f} | {r['median_rank']:.0f} |")
+    md.append(f"| chance | | {chance1:.4f} | {chance5:.4f} | {(len(every) + 1) / 2:.0f} |")
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print(f"wrote {out} ({wall:.0f} s)")
