@@ -107,12 +107,14 @@ def paired_scores(images: torch.Tensor, truth: torch.Tensor, extractor: FeatureE
 
 def set_scores(images: torch.Tensor, real: torch.Tensor, extractor: FeatureExtractor) -> dict:
     """FD, KID (x 1e3, with its spread over real subsets) and precision / recall of images
-    (clipped) against the real features. KID is unbiased, so unlike FD it does not favour
-    whichever set has the larger covariance when there are barely more samples than feature
-    dimensions (Binkowski et al. 2018)."""
+    (clipped) against the real features. KID is unbiased, so unlike FD its estimate does not
+    drift with the number of samples (Binkowski et al. 2018). Its cubic kernel is not scale
+    invariant, and this network's features are far larger than Inception's, so both sets are
+    divided by one constant that gives the real features unit mean square per dimension."""
     feats = extractor.features(images.clamp(-1, 1))
     precision, recall = precision_recall(real, feats)
-    kid_mean, kid_std = kid(feats.double(), real.double())
+    scale = real.double().pow(2).mean().sqrt()
+    kid_mean, kid_std = kid(feats.double() / scale, real.double() / scale)
     return {"fd": fd(feats, real), "kid": 1e3 * kid_mean, "kid_std": 1e3 * kid_std,
             "precision": precision, "recall": recall}  # fmt: skip
 

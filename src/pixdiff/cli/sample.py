@@ -456,8 +456,8 @@ def write_samples(x: torch.Tensor, out: Path, *, nrow: int | None = None) -> lis
 
 
 # the emoji demo's prompts: captions of the train split
-DEMO_PROMPTS = ("cat face", "grinning face", "rocket", "sun with face", "snowman", "fire", "ghost",
-                "watermelon")  # fmt: skip
+DEMO_PROMPTS = ("red apple", "cat face", "grinning face", "rocket", "sun with face", "snowman",
+                "fire", "ghost")  # fmt: skip
 DEMO_PER_PROMPT = 4
 
 
