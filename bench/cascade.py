@@ -14,7 +14,7 @@ every k-th train caption, --n-base in all); each SR model upscales those samples
 trained without augmentation sees base-model artefacts it never saw in training; one trained
 with it reads its input as a noisy view of a clean image. A sample of an unseen caption has
 no ground truth to pair with, so the scores are of the set against all 1,361 real emoji at
-64x64: the Frechet distance, KID (unbiased, so it is the one to trust at a few hundred samples) and
+64x64: the Frechet distance, KID (unbiased, but with a wide spread at this sample size) and
 improved precision / recall (Kynkaanniemi et al. 2019; precision is the fraction of samples
 that land among real emoji).
 

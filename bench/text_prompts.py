@@ -15,7 +15,7 @@ scored the same way.
 
 Writes results.json, results.md and grids into --out: ``seen.png``, ``held_out.png`` (each
 prompt's ground truth, then its samples), ``invented.png`` (one row per prompt) and
-``probe.png`` (the probe's ground truth, then its samples).
+``probe.png`` (the probe's ground truth, then its samples, in one row).
 
     .venv/bin/python bench/text_prompts.py --out docs/bench/text
 """
@@ -97,14 +97,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: --probe {args.probe!r} is not an emoji caption")
     train = load_dataset("emoji", image_size=size, split="train").captions
     step = max(1, len(train) // args.n_seen)
-    sets = {
-        "seen": train[::step][: args.n_seen],
-        "held_out": load_dataset("emoji", image_size=size, split="test").captions,
+    k = args.per_prompt
+    sets = {  # name -> (prompts, samples per prompt)
+        "seen": (train[::step][: args.n_seen], k),
+        "held_out": (load_dataset("emoji", image_size=size, split="test").captions, k),
+        "probe": ([args.probe], args.probe_n),
     }
     bank = extractor.features(every.images)
-    k = args.per_prompt
 
-    def draw(prompts: list[str], k: int = k) -> torch.Tensor:
+    def draw(prompts: list[str], k: int) -> torch.Tensor:
         repeated = [p for p in prompts for _ in range(k)]
         return generate(
             model.denoiser, model.image_shape, n=len(repeated), prompts=repeated,
@@ -113,31 +114,21 @@ def main(argv: list[str] | None = None) -> None:
         ).clamp(-1, 1)  # fmt: skip
 
     results = {}
-    for name, prompts in sets.items():
-        x = draw(prompts)
+    for name, (prompts, per) in sets.items():
+        x = draw(prompts, per)
         up = upsample_bicubic(x, size)
-        targets = torch.tensor([index[p] for p in prompts for _ in range(k)])
+        targets = torch.tensor([index[p] for p in prompts for _ in range(per)])
         results[name] = {
             "prompts": len(prompts),
+            "per_prompt": per,
             **retrieval(extractor.features(up), targets, bank),
         }
-        truth = downsample(to_model_space(every.images[targets[::k][:GRID_PROMPTS]]), x.shape[-1])
-        rows = [torch.cat([t[None], x[i * k : (i + 1) * k]]) for i, t in enumerate(truth)]
-        save_png(make_grid(torch.cat(rows), nrow=k + 1), out / f"{name}.png", scale=3)
+        truth = downsample(to_model_space(every.images[targets[::per][:GRID_PROMPTS]]), x.shape[-1])
+        rows = [torch.cat([t[None], x[i * per : (i + 1) * per]]) for i, t in enumerate(truth)]
+        save_png(make_grid(torch.cat(rows), nrow=per + 1), out / f"{name}.png", scale=3)
         (out / f"{name}_prompts.txt").write_text("\n".join(prompts[:GRID_PROMPTS]) + "\n")
-    invented = draw(args.invented)
+    invented = draw(args.invented, k)
     save_png(make_grid(invented, nrow=k), out / "invented.png", scale=3)
-    probe = draw([args.probe], args.probe_n)
-    target = index[args.probe]
-    results["probe"] = {
-        "prompts": 1,
-        **retrieval(
-            extractor.features(upsample_bicubic(probe, size)),
-            torch.full((args.probe_n,), target), bank,
-        ),
-    }  # fmt: skip
-    truth = downsample(to_model_space(every.images[target : target + 1]), probe.shape[-1])
-    save_png(make_grid(torch.cat([truth, probe]), nrow=9), out / "probe.png", scale=3)
 
     wall = time.perf_counter() - start
     flags = sys.argv[1:] if argv is None else argv
@@ -153,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     chance1, chance5 = 1 / len(every), 5 / len(every)
     md = ["| prompts | n | top-1 | top-5 | median rank |", "|---|---|---|---|---|"]
     for name, r in results.items():
-        n = f"{r['prompts']} x {k}" if name != "probe" else f"{args.probe!r} x {args.probe_n}"
+        n = f"{r['prompts']} x {r['per_prompt']}"
         md.append(f"| {name} | {n} | {r['top1']:.3f} | {r['top5']:.3f} | {r['median_rank']:.0f} |")
     md.append(f"| chance | | {chance1:.4f} | {chance5:.4f} | {(len(every) + 1) / 2:.0f} |")
     (out / "results.md").write_text("\n".join(md) + "\n")
