@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 
 from pixdiff.checkpoint import LoadedModel, load
-from pixdiff.cli.sample import SHIPPED_CASCADE
 from pixdiff.data import load_dataset, to_model_space
 from pixdiff.eval.classifier import EMOJI_DIR
 from pixdiff.eval.features import FeatureExtractor, load_extractor
@@ -48,7 +47,9 @@ from pixdiff.eval.fidelity import mean_finite, psnr, ssim
 from pixdiff.images import make_grid, save_png
 from pixdiff.low_res import downsample, upsample_bicubic
 from pixdiff.pipelines.cascade import Stage, cascade
+from pixdiff.pipelines.steering import Steering
 from pixdiff.sampling import Sampling
+from pixdiff.shipped import shipped_cascade
 
 GRID_COLUMNS = 12
 
@@ -57,11 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--base", default=str(SHIPPED_CASCADE[0]), help="text-to-image base run")
+    p.add_argument("--base", default=str(shipped_cascade()[0]), help="text-to-image base run")
     p.add_argument(
         "--sr",
         nargs="+",
-        default=[str(SHIPPED_CASCADE[1])],
+        default=[str(shipped_cascade()[1])],
         help="super-resolution runs to compare (e.g. trained with and without augmentation)",
     )
     p.add_argument("--extractor", default=str(EMOJI_DIR), help="feature network folder")
@@ -123,7 +124,7 @@ def upscale(model: LoadedModel, low_res, prompts, level, args) -> torch.Tensor:
     """One SR stage from ``low_res`` at augmentation time ``level``."""
     stage = Stage(model, Sampling(args.sampler, args.steps), guidance=1.0, aug_level=level)
     return cascade(
-        [stage], low_res=low_res, prompts=prompts if model.text_encoder else None,
+        [stage], Steering(prompts=prompts if model.text_encoder else None), low_res=low_res,
         seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
     )[-1]  # fmt: skip
 
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     real = extractor.features(every.images)
     base_stage = Stage(base, Sampling(args.sampler, args.steps), guidance=args.guidance)
     samples = cascade(
-        [base_stage], n=len(base_prompts), prompts=base_prompts, seed=args.seed,
+        [base_stage], Steering(prompts=base_prompts), n=len(base_prompts), seed=args.seed,
         batch_size=args.batch_size, progress=not args.no_progress,
     )[-1].clamp(-1, 1)  # fmt: skip
     base_results = compare(

@@ -13,9 +13,11 @@ import time
 import torch
 
 from pixdiff.checkpoint import load
-from pixdiff.cli.sample import SHIPPED_MODEL
 from pixdiff.eval import classify, load_classifier
 from pixdiff.pipelines.generate import generate
+from pixdiff.pipelines.steering import Steering
+from pixdiff.sampling import Sampling
+from pixdiff.shipped import shipped_run
 
 
 def class_accuracy(
@@ -35,18 +37,9 @@ def class_accuracy(
     labels = torch.arange(k).repeat_interleave(per_class)
     start = time.time()
     x = generate(
-        model.denoiser,
-        model.image_shape,
-        n=len(labels),
-        labels=labels,
-        num_classes=k,
-        guidance=guidance,
-        sampler=sampler,
-        steps=steps,
-        seed=seed,
-        device=device,
-        batch_size=batch_size,
-    )
+        model, Steering(classes=labels, guidance=guidance), Sampling(sampler, steps), n=len(labels),
+        seed=seed, device=device, batch_size=batch_size,
+    )  # fmt: skip
     preds, _ = classify(classifier, x.clamp(-1, 1))
     per = [(preds[labels == c] == c).float().mean().item() for c in range(k)]
     return {
@@ -65,7 +58,7 @@ def main() -> None:
     p.add_argument(
         "run",
         nargs="?",
-        default=str(SHIPPED_MODEL),
+        default=str(shipped_run("fashion")),
         help="run directory (default: the shipped model)",
     )
     p.add_argument("--per-class", type=int, default=100, help="samples per class (default 100)")

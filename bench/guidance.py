@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
-from pixdiff.cli.sample import load_model
+from pixdiff.checkpoint import load
 from pixdiff.eval.features import load_extractor
-from pixdiff.eval.fid import reference_stats
+from pixdiff.eval.reference import reference_stats
 from pixdiff.eval.report import SampleSpec, draw_samples, score_images
 from pixdiff.guidance import GuidanceOptions
 from pixdiff.images import make_grid, save_png
+from pixdiff.shipped import shipped_run
 
 SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 # (label, w, options) beyond the plain sweep
@@ -57,7 +58,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=250, help="images per batch")
     p.add_argument("--out", default="out/bench-guidance", help="output folder")
     args = p.parse_args()
-    model = load_model(None, ema=True, device="cpu")
+    model = load(shipped_run("fashion"))
     extractor = load_extractor("fashion-classifier")
     reference = reference_stats("fashion-mnist", "test", extractor)
     out = Path(args.out)

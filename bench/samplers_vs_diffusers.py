@@ -20,11 +20,12 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from pixdiff.checkpoint import LoadedModel
-from pixdiff.cli.sample import load_model, parse_class
+from pixdiff.cli.flags import load_model
 from pixdiff.conditioning import Cond
+from pixdiff.discrete_schedules import DiscreteSchedule
 from pixdiff.eval.sampler_sweep import SweepRequest, draw, image_rmse, reference
+from pixdiff.pipelines.steering import class_ids, class_names
 from pixdiff.samplers.common import per_sample_generators, randn
-from pixdiff.schedules import DiscreteSchedule
 
 PIXDIFF = {"dpmpp-2m": "dpmpp-2m", "unipc": "unipc-bh2"}
 
@@ -76,7 +77,7 @@ def main() -> None:
     schedule, prediction = model.denoiser.schedule, model.denoiser.prediction
     if not isinstance(schedule, DiscreteSchedule):
         raise SystemExit("diffusers' schedulers need a discrete (betas) schedule")
-    labels = parse_class("all", model, args.num) if model.num_classes else None
+    labels = class_ids("all", class_names(model), args.num) if model.num_classes else None
     request = SweepRequest(n=args.num, labels=labels, seed=args.seed)
     out = Path(args.out)
     key = f"{Path(args.run).resolve() if args.run else 'shipped'}|raw=False"

@@ -32,13 +32,15 @@ from pathlib import Path
 import torch
 
 from pixdiff.checkpoint import load
-from pixdiff.cli.sample import SHIPPED_TEXT_MODEL
 from pixdiff.data import load_dataset, to_model_space
 from pixdiff.eval.classifier import EMOJI_DIR
 from pixdiff.eval.features import load_extractor
 from pixdiff.images import make_grid, save_png
 from pixdiff.low_res import downsample, upsample_bicubic
 from pixdiff.pipelines.generate import generate
+from pixdiff.pipelines.steering import Steering
+from pixdiff.sampling import Sampling
+from pixdiff.shipped import shipped_run
 
 INVENTED = (
     "blue apple", "red cat face", "green heart with face", "purple rocket", "yellow ghost",
@@ -51,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--run", default=str(SHIPPED_TEXT_MODEL), help="text-to-image run")
+    p.add_argument("--run", default=str(shipped_run("emoji")), help="text-to-image run")
     p.add_argument("--extractor", default=str(EMOJI_DIR), help="feature network folder")
     p.add_argument("--n-seen", type=int, default=136, help="seen captions (every k-th of train)")
     p.add_argument("--per-prompt", type=int, default=2, help="samples per prompt")
@@ -107,9 +109,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def draw(prompts: list[str], k: int) -> torch.Tensor:
         repeated = [p for p in prompts for _ in range(k)]
+        steering = Steering(prompts=repeated, guidance=args.guidance)
         return generate(
-            model.denoiser, model.image_shape, n=len(repeated), prompts=repeated,
-            guidance=args.guidance, sampler=args.sampler, steps=args.steps, seed=args.seed,
+            model, steering, Sampling(args.sampler, args.steps), n=len(repeated), seed=args.seed,
             batch_size=args.batch_size, progress=not args.no_progress,
         ).clamp(-1, 1)  # fmt: skip
 

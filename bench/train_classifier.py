@@ -33,8 +33,8 @@ from pixdiff.eval.classifier import (
     load_classifier,
     parameter_count,
     save_classifier,
-    train_classifier,
 )
+from pixdiff.eval.classifier_training import train_classifier
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,20 +6,21 @@ import pytest
 import torch
 
 from pixdiff.checkpoint import CheckpointError
+from pixdiff.classifier_store import load_noisy_classifier, save_noisy_classifier
 from pixdiff.cli.main import build_parser, main
 from pixdiff.conditioning import Cond
 from pixdiff.data import ImageSet, to_model_space
 from pixdiff.denoiser import Denoiser
 from pixdiff.guidance import ClassifierGuidance
-from pixdiff.noisy_classifier import (
-    NoisyClassifierConfig,
-    NoisyClassifierNet,
+from pixdiff.nets.noisy_classifier import NoisyClassifierConfig, NoisyClassifierNet
+from pixdiff.schedule_registry import get_schedule
+from pixdiff.schedules import q_sample
+from pixdiff.training import noisy_classifier as classifier_training
+from pixdiff.training.noisy_classifier import (
+    ClassifierError,
     build_classifier,
-    load_noisy_classifier,
-    save_noisy_classifier,
     train_noisy_classifier,
 )
-from pixdiff.schedules import get_schedule, q_sample
 
 
 def stripes(n: int = 96) -> ImageSet:
@@ -54,6 +55,13 @@ def test_training_learns_the_classes_at_low_noise():
     accuracy = (clf(x_t, t).argmax(1) == data.labels).float().mean().item()
     assert accuracy > 0.9, (accuracy, loss)
     assert not clf.training and not any(p.requires_grad for p in clf.parameters())
+
+
+def test_a_non_finite_loss_stops_training_with_a_classifier_error(monkeypatch):
+    nan = lambda *args: torch.tensor(float("nan"), requires_grad=True)  # noqa: E731
+    monkeypatch.setattr(classifier_training, "classifier_loss", nan)
+    with pytest.raises(ClassifierError, match="classifier loss became nan at step 1"):
+        train_noisy_classifier(stripes(), get_schedule("cosine"), steps=2, batch_size=24)
 
 
 def test_save_load_round_trip(tmp_path):

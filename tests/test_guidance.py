@@ -1,6 +1,8 @@
 """Guidance wrappers: CFG identities, negative conditioning, interval, rescale, thresholding and
 classifier guidance against the exact class posterior of a Gaussian mixture."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -18,8 +20,8 @@ from pixdiff.guidance import (
     null_label_cond,
     static_threshold,
 )
-from pixdiff.pipelines.generate import class_cond
-from pixdiff.schedules import get_schedule
+from pixdiff.pipelines.steering import Steering
+from pixdiff.schedule_registry import get_schedule
 from pixdiff.toy import GaussianMixture
 
 K = 3  # classes; label K is the null label
@@ -217,13 +219,22 @@ def test_bad_options_raise_one_clear_error(kwargs, message):
         GuidanceOptions(**kwargs)
 
 
+def model(num_classes: int) -> SimpleNamespace:
+    """What Steering.resolve reads of a model, for a model with ``num_classes`` classes."""
+    den = Denoiser(lambda x, c, cond=None: x, SCHEDULE, "x0")
+    config = {"train": {"sample": {"guidance": 2.0}}}
+    return SimpleNamespace(
+        denoiser=den, config=config, class_names=None, num_classes=num_classes, text_encoder=None
+    )
+
+
 def test_guidance_asked_of_an_unconditional_model_is_an_error():
     with pytest.raises(ValueError, match="guidance interval need"):
-        class_cond(None, 4, 0, 1.0, options=GuidanceOptions(interval=(0.1, 0.5)))
+        Steering(options=GuidanceOptions(interval=(0.1, 0.5))).resolve(model(0), 4)
     with pytest.raises(ValueError, match="needs a class-conditional model"):
-        class_cond(None, 4, 0, 3.0)
+        Steering(guidance=3.0).resolve(model(0), 4)
     with pytest.raises(ValueError, match="negative class ids must be in"):
-        class_cond(None, 4, K, 2.0, options=GuidanceOptions(negative_label=K))
+        Steering(negative_class=K, guidance=2.0).resolve(model(K), 4)
 
 
 # ----------------------------------------------------------------------------- classifier

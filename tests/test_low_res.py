@@ -10,15 +10,11 @@ import torch.nn.functional as F
 from pixdiff.conditioning import Cond
 from pixdiff.config import SRConfig, TrainConfig, apply_overrides
 from pixdiff.denoiser import Denoiser
-from pixdiff.low_res import (
-    downsample,
-    random_crop,
-    sampling_cond,
-    training_cond,
-    upsample_bicubic,
-)
+from pixdiff.low_res import downsample, random_crop, sampling_cond, upsample_bicubic
 from pixdiff.nets import UNet, preset
-from pixdiff.schedules import get_schedule, q_sample, schedule_from_dict
+from pixdiff.schedule_registry import get_schedule, schedule_from_dict
+from pixdiff.schedules import q_sample
+from pixdiff.training.batch_inputs import training_cond
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

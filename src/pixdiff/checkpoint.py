@@ -2,24 +2,44 @@
 
 A run directory holds::
 
+    .pixdiff-run             the marker: JSON {"format": "pixdiff-run", "version": 1,
+                             "created": ISO time, "pixdiff": version}. Only pixdiff writes
+                             it; ``train --overwrite`` replaces only a marked directory
+    .lock                    advisory lock (flock) held by the one ``train`` process working
+                             on the run; JSON {"pid", "since"} names it. The kernel drops
+                             the lock when the process dies, so a stale file never blocks
     config.json              training config, resolved network config, class names,
                              whether the model is text-conditioned
     model.safetensors        raw weights (for users); a text-conditioned model's keys are
                              ``net.*`` and ``text_encoder.*`` (its trained part)
     ema.safetensors          EMA weights (what sampling uses by default)
     train_state.safetensors  everything resume needs in ONE file: model, EMA, optimizer,
-                             step, RNG states; replaced atomically, so a killed run resumes
-                             from the last complete checkpoint
-    log.csv, samples/
+                             step, RNG states; written last, so a killed run resumes from
+                             the last complete checkpoint (:mod:`pixdiff.train_state`)
+    log.csv, eval.csv        one row per logged step, each appended by one write(); on
+                             resume rows past the checkpoint are dropped and a damaged log
+                             is set aside as ``log.csv.damaged-N`` (a warning, not an error)
+    samples/                 periodic sample grids
 
-Loading never executes code: safetensors holds only tensors and string metadata.
+Every file is replaced atomically (:func:`pixdiff.files.atomic_write`), so a reader (``pixdiff
+sample`` on a run being trained) sees the last complete version. Loading needs only
+config.json and the weights: runs from before the marker, and the shipped ones, load as they
+are. Creating, locking and replacing run directories is :mod:`pixdiff.rundir`.
+
+Loading never executes code: safetensors holds only tensors and string metadata. A missing,
+malformed or non-finite entry raises :class:`CheckpointError` naming the file and the entry.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -31,8 +51,9 @@ from pixdiff.config import SRConfig, TextConfig, from_dict
 from pixdiff.denoiser import Denoiser
 from pixdiff.files import atomic_write
 from pixdiff.nets import DiTConfig, UNetConfig, build_net
-from pixdiff.nets.text import PromptEncoder, TextConditionedNet, build_text_encoder, text_encoder_of
-from pixdiff.schedules import schedule_from_dict
+from pixdiff.nets.prompts import PromptEncoder
+from pixdiff.nets.text import TextConditionedNet, text_encoder_of
+from pixdiff.schedule_registry import schedule_from_dict
 
 CONFIG, MODEL, EMA, TRAIN_STATE = (
     "config.json",
@@ -45,6 +66,14 @@ _NET_TYPES = {"unet": UNetConfig, "dit": DiTConfig}
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or does not fit the network it is loaded into."""
+
+
+def pixdiff_version() -> str:
+    """The installed pixdiff's version, recorded in what a run writes."""
+    try:
+        return version("pixdiff")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 # ----------------------------------------------------------------------------- atomic files
@@ -78,13 +107,46 @@ def write_json(path: str | Path, obj: dict) -> None:
 
 
 def read_json(path: str | Path) -> dict:
+    """Read a JSON object, raising CheckpointError that names the file if it is not one."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_bytes())
     except FileNotFoundError as e:
         raise CheckpointError(f"{path} does not exist") from e
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, or bytes that are no text at all
         raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not valid JSON for pixdiff: expected an object")
+    return obj
+
+
+# ----------------------------------------------------------------------------- entries
+
+
+def entry(d: dict, key: str, source: str | Path) -> Any:
+    """``d[a][b]...`` for ``key`` 'a.b...'; CheckpointError "SOURCE: missing or malformed entry
+    KEY" when a part is absent or not a mapping."""
+    node: Any = d
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise CheckpointError(f"{source}: missing or malformed entry {key}")
+        node = node[part]
+    return node
+
+
+@contextmanager
+def malformed(source: str | Path, key: str) -> Iterator[None]:
+    """Turn the KeyError/TypeError/ValueError of reading entry ``key`` into one CheckpointError
+    line naming ``source`` and the entry (a missing sub-key is appended to ``key``)."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except KeyError as e:
+        sub = f".{e.args[0]}" if e.args and isinstance(e.args[0], str) else ""
+        raise CheckpointError(f"{source}: missing or malformed entry {key}{sub}") from e
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: missing or malformed entry {key} ({e})") from e
 
 
 # ----------------------------------------------------------------------------- network configs
@@ -104,7 +166,8 @@ def net_config_from_dict(d: dict) -> UNetConfig | DiTConfig:
 
 
 def load_state_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``module``, naming missing, unexpected and mis-shaped keys."""
+    """Copy ``state`` into ``module``, naming missing, unexpected, mis-shaped, non-float and
+    non-finite tensors."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -123,7 +186,24 @@ def load_state_into(module: nn.Module, state: dict[str, torch.Tensor], source: s
             f"{source} does not fit this network (another architecture?): "
             + "; ".join(p for p in parts if p)
         )
+    check_values(state, own, source)
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def check_values(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse a tensor that is not floating point where the network's is (a cast would hide
+    it) and one holding NaN or infinity (a diverged or damaged run)."""
+    for k, v in state.items():
+        if own[k].is_floating_point() and not v.is_floating_point():
+            raise CheckpointError(
+                f"{source}: tensor {k} is {v.dtype}, not floating point; the file was not "
+                "written by pixdiff or is damaged"
+            )
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(
+                f"{source}: tensor {k} holds NaN or infinite values; the run diverged or the "
+                "file is damaged (resume from an earlier copy)"
+            )
 
 
 # ----------------------------------------------------------------------------- loading a model
@@ -161,8 +241,13 @@ class LoadedModel:
 
 
 def find_weights(path: Path, ema: bool) -> tuple[Path, Path]:
-    """(weights file, config file) for a run directory or a .safetensors file beside config.json."""
+    """(weights file, config file) for a run directory or a .safetensors file beside config.json;
+    a run without ema.safetensors warns that its raw weights are used."""
     if path.is_dir():
+        if ema and not (path / EMA).exists():
+            warnings.warn(
+                f"{path} has no {EMA}; sampling from the raw weights {MODEL}", stacklevel=2
+            )
         weights = path / (EMA if ema and (path / EMA).exists() else MODEL)
         return weights, path / CONFIG
     if path.suffix == ".safetensors":
@@ -184,28 +269,40 @@ def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cp
     """
     weights, config_path = find_weights(Path(path), ema)
     config = read_json(config_path)
-    for key in ("net", "train"):
-        if key not in config:
-            raise CheckpointError(f"{config_path} lacks the {key!r} section; is it a pixdiff run?")
-    net = build_net(net_config_from_dict(config["net"]))
-    if config.get("text_conditioned"):  # the encoder's weights are in the same file
-        text = from_dict(TextConfig, config["train"].get("text", {}), f"{config_path}: train.text")
-        net = TextConditionedNet(net, build_text_encoder(text))
+    net = build_run_net(config, config_path)
     state, _ = read_tensors(weights)
     load_state_into(net, state, str(weights))
     net.to(device).eval().requires_grad_(False)
-    diff = config["train"]["diffusion"]
-    # runs from before diffusion.learn_sigma existed: the network config alone says it
-    if diff.get("learn_sigma", net.config.learn_sigma) != net.config.learn_sigma:
-        raise CheckpointError(
-            f"{config_path}: diffusion.learn_sigma={diff['learn_sigma']} but the network has "
-            f"learn_sigma={net.config.learn_sigma}; the config was edited or is corrupt"
-        )
-    denoiser = Denoiser(
-        net,
-        schedule_from_dict(diff["schedule"]),
-        diff["prediction"],
-        sigma_data=diff["sigma_data"],
-        learn_sigma=net.config.learn_sigma,
-    )
+    denoiser = _run_denoiser(net, config, config_path)
     return LoadedModel(denoiser, net, config, config.get("class_names"), Path(path))
+
+
+def build_run_net(config: dict, source: str | Path) -> nn.Module:
+    """A fresh network as a run's config.json describes it (with its text encoder, whose weights
+    are in the same file, when the run is text-conditioned)."""
+    entry(config, "train", source)
+    with malformed(source, "net"):
+        net = build_net(net_config_from_dict(entry(config, "net", source)))
+    if config.get("text_conditioned"):
+        with malformed(source, "train.text"):
+            text = from_dict(TextConfig, config["train"].get("text", {}), f"{source}: train.text")
+        net = TextConditionedNet(net, text.build_encoder())
+    return net
+
+
+def _run_denoiser(net: nn.Module, config: dict, source: str | Path) -> Denoiser:
+    diff = entry(config, "train.diffusion", source)
+    with malformed(source, "train.diffusion"):
+        # runs from before diffusion.learn_sigma existed: the network config alone says it
+        if diff.get("learn_sigma", net.config.learn_sigma) != net.config.learn_sigma:
+            raise CheckpointError(
+                f"{source}: diffusion.learn_sigma={diff['learn_sigma']} but the network has "
+                f"learn_sigma={net.config.learn_sigma}; the config was edited or is corrupt"
+            )
+        return Denoiser(
+            net,
+            schedule_from_dict(diff["schedule"]),
+            diff["prediction"],
+            sigma_data=diff["sigma_data"],
+            learn_sigma=net.config.learn_sigma,
+        )

@@ -8,20 +8,62 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
-from pixdiff.data.dataset import Split
-from pixdiff.schedules import DiscreteSchedule, schedule_from_dict
+from pixdiff.data.image_set import Split
+from pixdiff.discrete_schedules import DiscreteSchedule
+from pixdiff.nets.prompts import PromptEncoder
+from pixdiff.nets.text import build_text_encoder
+from pixdiff.schedule_registry import schedule_from_dict
 
 Loss = Literal["mse", "l1", "huber"]
 Weighting = Literal["none", "min-snr"]
 TimeSampling = Literal["uniform", "log-normal", "logit-normal"]
 LRSchedule = Literal["constant", "cosine"]
 Precision = Literal["fp32", "bf16"]
+
+
+def valid_in(interval: str, default):
+    """A field whose value (each value, for a tuple) must lie in ``interval``, written as in
+    maths: "[0, 1)", "(0, inf)"; checked by :func:`check_intervals`."""
+    return field(default=default, metadata={"interval": interval})
+
+
+def check_intervals(section, name: str) -> None:
+    """ValueError naming ``name.field`` and its interval for a value outside it (or not finite)."""
+    for f in fields(section):
+        interval, value = f.metadata.get("interval"), getattr(section, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if interval and not all(_inside(v, interval) for v in values):
+            raise ValueError(f"{name}.{f.name} must be {describe(interval)}, got {value!r}")
+
+
+def _inside(value: float, interval: str) -> bool:
+    lo, hi = (float(x) for x in interval[1:-1].split(","))
+    above = value > lo if interval[0] == "(" else value >= lo
+    below = value < hi if interval[-1] == ")" else value <= hi
+    return math.isfinite(value) and above and below
+
+
+def describe(interval: str) -> str:
+    """'[1, inf)' -> '>= 1', '(0, inf)' -> '> 0', '[0, 1)' -> 'in [0, 1)'."""
+    lo, hi = interval[1:-1].split(", ")
+    if hi == "inf":
+        return f"{'>' if interval[0] == '(' else '>='} {lo}"
+    return f"in {interval}"
+
+
+def interval_of(key: str) -> str | None:
+    """The interval of the option ``key`` ('run.seed'), or None if it has none."""
+    section, _, name = key.partition(".")
+    cls = get_type_hints(TrainConfig).get(section)
+    f = next((f for f in fields(cls) if f.name == name), None) if cls else None
+    return f.metadata.get("interval") if f else None
 
 
 @dataclass(frozen=True)
@@ -71,6 +113,13 @@ class TextConfig:
         if not 0 <= self.prompt_dropout < 1:
             raise ValueError(f"text.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
 
+    def build_encoder(self) -> PromptEncoder:
+        """A fresh text encoder as this section describes (``nets.text.build_text_encoder``)."""
+        return build_text_encoder(
+            encoder=self.encoder, width=self.width, layers=self.layers, heads=self.heads,
+            max_length=self.max_length,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -94,13 +143,15 @@ class DiffusionConfig:
     p_mean: float = -1.2  # log-normal sigma (EDM, Karras et al. 2022) or logit-normal mean
     p_std: float = 1.2
     sigma_data: float = 0.5
-    label_dropout: float = 0.1  # for classifier-free guidance (Ho & Salimans 2022)
+    # for classifier-free guidance (Ho & Salimans 2022)
+    label_dropout: float = valid_in("[0, 1)", 0.1)
     # learned reverse variance with the hybrid loss L_simple + vlb_weight L_vlb (Nichol &
     # Dhariwal 2021, Eq. 15-16); the network outputs twice the channels
     learn_sigma: bool = False
     vlb_weight: float = 0.001
 
     def __post_init__(self) -> None:
+        check_intervals(self, "diffusion")
         if self.vlb_weight < 0:
             raise ValueError(f"diffusion.vlb_weight must be >= 0, got {self.vlb_weight}")
         if not self.learn_sigma:
@@ -119,22 +170,25 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    batch_size: int = 64
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 200
+    batch_size: int = valid_in("[1, inf)", 64)
+    lr: float = valid_in("(0, inf)", 2e-4)
+    weight_decay: float = valid_in("[0, inf)", 0.0)
+    betas: tuple[float, float] = valid_in("[0, 1)", (0.9, 0.999))
+    warmup_steps: int = valid_in("[0, inf)", 200)
     lr_schedule: LRSchedule = "constant"
-    grad_clip: float = 1.0  # 0 disables
-    grad_accum: int = 1
-    ema_decay: float = 0.999
+    grad_clip: float = valid_in("[0, inf)", 1.0)  # 0 disables
+    grad_accum: int = valid_in("[1, inf)", 1)
+    ema_decay: float = valid_in("[0, 1)", 0.999)
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n))
+
+    def __post_init__(self) -> None:
+        check_intervals(self, "optim")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    steps: int = 10000
-    seed: int = 0
+    steps: int = valid_in("[1, inf)", 10000)
+    seed: int = valid_in("[0, 4294967295]", 0)
     log_every: int = 50
     sample_every: int = 1000  # 0 disables periodic sample grids
     eval_every: int = 0  # metrics of the EMA model every K steps into eval.csv; 0 disables
@@ -146,9 +200,10 @@ class RunConfig:
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    threads: int = valid_in("[0, inf)", 0)  # torch CPU threads; 0 keeps torch's default
 
     def __post_init__(self) -> None:
+        check_intervals(self, "run")
         if self.log_every < 1:
             raise ValueError(f"run.log_every must be >= 1, got {self.log_every}")
         negative = [
@@ -303,6 +358,11 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
                     f"unknown config key {'.'.join(path[: i + 1])!r} in --set {text!r}"
                 )
             node = node[part]
+        if not isinstance(node, dict):
+            raise ValueError(
+                f"unknown config key {'.'.join(path)!r}: {'.'.join(path[:-1])} is a value, "
+                "not a section"
+            )
         free = (["model", "overrides"], ["diffusion", "schedule"], ["sr", "aug_schedule"])
         is_free_dict = path[:2] in free
         if not is_free_dict and path[-1] not in node:

@@ -127,7 +127,7 @@ class ClassifierFreeGuidance(DenoiserWrapper):
         uncond: builds the second branch's Cond from the conditional one: the null label
             (:func:`null_label_cond`), a negative condition (:func:`label_cond`), or the
             encoded empty or negative prompt
-            (:func:`pixdiff.pipelines.generate.prompt_cond`).
+            (:func:`pixdiff.pipelines.steering.prompt_cond`).
         interval: (t_lo, t_hi): guide only there (Kynkaanniemi et al. 2024, who state it in
             sigma); elsewhere return the conditional estimate without the second pass.
         rescale: CFG-rescale phi in [0, 1] (Lin et al. 2023, Sec. 3.4); 0 is off.
@@ -321,8 +321,6 @@ class GuidanceOptions:
     """Guidance beyond the CFG scale; validated on construction.
 
     Attributes:
-        negative_label: class the CFG second branch uses instead of the null label.
-        negative_prompt: prompt the CFG second branch uses instead of the empty prompt.
         interval: (t_lo, t_hi) where CFG applies (Kynkaanniemi et al. 2024).
         rescale: CFG-rescale phi in [0, 1] (Lin et al. 2023).
         threshold: none | static | dynamic (Saharia et al. 2022).
@@ -331,8 +329,6 @@ class GuidanceOptions:
         classifier_scale: its scale s (Dhariwal & Nichol 2021).
     """
 
-    negative_label: int | None = None
-    negative_prompt: str | None = None
     interval: tuple[float, float] | None = None
     rescale: float = 0.0
     threshold: Threshold = "none"
@@ -350,8 +346,6 @@ class GuidanceOptions:
     def cfg_options(self) -> list[str]:
         """Names of the set options that only classifier-free guidance uses."""
         set_ = {
-            "negative class": self.negative_label is not None,
-            "negative prompt": self.negative_prompt is not None,
             "guidance interval": self.interval is not None,
             "CFG-rescale": self.rescale != 0,
         }
@@ -364,18 +358,14 @@ def guide(
     scale: float,
     num_classes: int,
     options: GuidanceOptions,
-    cfg: bool = True,
     uncond: Callable[[Cond], Cond] | None = None,
 ) -> nn.Module:
-    """Stack the wrappers ``options`` asks for: CFG (when ``cfg`` and scale != 1), classifier
-    guidance, thresholding. ``num_classes`` is the model's (0: unconditional). CFG's second
-    branch is ``uncond`` when given (a text model's empty or negative prompt), else the null
-    label or ``options.negative_label``."""
+    """Stack the wrappers ``options`` asks for: CFG (when there is a second branch ``uncond``
+    and scale != 1), classifier guidance, thresholding. ``num_classes`` is the model's (0:
+    unconditional). The second branch (the null label, a negative class, the empty or a
+    negative prompt) is built by :class:`pixdiff.pipelines.steering.Steering`."""
     den = denoiser
-    if cfg and (num_classes or uncond is not None) and scale != 1:
-        if uncond is None:
-            other = options.negative_label if options.negative_label is not None else num_classes
-            uncond = label_cond(other)
+    if uncond is not None and scale != 1:
         den = ClassifierFreeGuidance(
             den, scale=scale, uncond=uncond, interval=options.interval, rescale=options.rescale
         )

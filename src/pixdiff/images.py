@@ -6,15 +6,16 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 
-from pixdiff.data.dataset import from_model_space, to_model_space
-from pixdiff.data.folder import to_mode
+from pixdiff.data.folder import open_image, to_mode
+from pixdiff.data.image_set import from_model_space, to_model_space
 from pixdiff.files import atomic_write
 
 
@@ -50,6 +51,29 @@ def save_png(image: Tensor, path: str | Path, *, scale: int = 1) -> Path:
     return Path(path)
 
 
+def from_pil(image: Image.Image) -> Tensor:
+    """A PIL image -> (C, H, W) float32 in [-1, 1] (grey stays one channel, else RGB)."""
+    image = image if image.mode in ("L", "RGB") else image.convert("RGB")
+    arr = torch.from_numpy(np.array(image))
+    arr = arr[None] if arr.dim() == 2 else arr.permute(2, 0, 1)
+    return to_model_space(arr.contiguous())
+
+
+def save_images(
+    images: Tensor | Sequence[Image.Image], directory: str | Path, *, nrow: int | None = None
+) -> list[Path]:
+    """Write images as 000000.png, 000001.png, ... and their grid.png (at twice the size) into
+    ``directory``; returns [grid, images...]. Tensors are (N, C, H, W) in [-1, 1], clipped."""
+    x = images if isinstance(images, Tensor) else torch.stack([from_pil(i) for i in images])
+    if x.dim() != 4 or len(x) == 0:
+        raise ValueError(f"save_images needs (N, C, H, W) images, got shape {tuple(x.shape)}")
+    x = x.clamp(-1, 1)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [save_png(img, directory / f"{i:06d}.png") for i, img in enumerate(x)]
+    return [save_png(make_grid(x, nrow=nrow), directory / "grid.png", scale=2), *paths]
+
+
 def save_gif(
     frames: list[Tensor], path: str | Path, *, scale: int = 1, duration_ms: int = 80
 ) -> Path:
@@ -67,18 +91,6 @@ def save_gif(
 # ----------------------------------------------------------------------------- reading
 
 
-def _open(path: str | Path) -> Image.Image:
-    """A decoded, EXIF-rotated image; an unreadable file is a one-line ValueError."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image {path} does not exist") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-
-
 def _check_size(image: Image.Image, path: str | Path, size: int, needed: str) -> None:
     """Raise ``{path} is WxH, but {needed}`` unless the image is size x size."""
     if image.size != (size, size):
@@ -92,7 +104,7 @@ def read_image(path: str | Path, *, size: int, channels: int, who: str = "the mo
     composited on white as for training folders; a size other than size x size is refused,
     since resizing would silently change what the model is given.
     """
-    image = _open(path)
+    image = open_image(path)
     target = "L" if channels == 1 else "RGB"
     if image.mode != target:
         warnings.warn(
@@ -108,7 +120,7 @@ def read_mask(path: str | Path, *, size: int, image: str | Path) -> Tensor:
     """An inpainting mask file as (1, 1, size, size) ``known``: white (>= 128) marks the region
     to fill (0), black the region to keep (1). Modes other than grey are converted with a
     warning; a size other than that of ``image`` (the input's path, size x size) is refused."""
-    mask = _open(path)
+    mask = open_image(path)
     if mask.mode not in ("L", "1"):
         warnings.warn(f"{path}: converted the {mask.mode} mask to grey", stacklevel=2)
     mask = mask.convert("L")

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond, check_supported
 from pixdiff.denoiser import Denoiser
-from pixdiff.schedules import DiscreteSchedule
+from pixdiff.discrete_schedules import DiscreteSchedule
 
 # diffusers' beta_schedule / prediction_type names -> pixdiff's
 BETA_SCHEDULES = {

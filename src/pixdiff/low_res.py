@@ -7,7 +7,8 @@ forward process of a schedule to a time t_aug and gives the network t_aug too:
 
     y_aug = alpha(t_aug) y + sigma(t_aug) eps,   eps ~ N(0, I)
 
-Training draws t_aug ~ U[0, sr.aug_max] per image; sampling fixes it (``sr.aug_level``), so a
+Training draws t_aug ~ U[0, sr.aug_max] per image (:func:`aug_levels`; a training batch's Cond
+is made in :mod:`pixdiff.training.batch_inputs`); sampling fixes it (``sr.aug_level``), so a
 cascade's SR stage reads the previous stage's imperfect output as a noisy view of a clean image
 instead of copying its artefacts. In training y is the image area-downsampled.
 """
@@ -19,9 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pixdiff.conditioning import Cond
-from pixdiff.config import SRConfig
 from pixdiff.samplers.common import per_sample_generators, randn
-from pixdiff.schedules import Schedule, q_sample, schedule_from_dict
+from pixdiff.schedules import Schedule, q_sample
 
 # The augmentation noise of sample i is seeded seed + i + AUG_SEED_OFFSET, so it never shares a
 # stream with the sampler noise of any sample (seeded seed + i) for seeds below 2**32.
@@ -73,18 +73,6 @@ def low_res_cond(low_res: Tensor, levels: Tensor, schedule: Schedule, noise: Ten
     levels = levels.to(low_res.device)
     augmented = q_sample(schedule, low_res, levels, noise.to(low_res.device, low_res.dtype))
     return Cond(low_res=augmented, low_res_noise=levels.float())
-
-
-def training_cond(
-    images: Tensor, sr: SRConfig, generator: torch.Generator, *, size: int | None = None
-) -> Cond:
-    """A training batch's low-res Cond: ``images`` (N, C, H, W) area-downsampled to ``size``
-    (default ``sr.low_res_size``; a crop passes its own) and augmented at times uniform in
-    [0, ``sr.aug_max``]."""
-    low_res = downsample(images, size or sr.low_res_size)
-    levels = aug_levels(images.shape[0], sr.aug_max, generator)
-    noise = torch.randn(low_res.shape, generator=generator)
-    return low_res_cond(low_res, levels, schedule_from_dict(sr.aug_schedule), noise)
 
 
 def sampling_cond(low_res: Tensor, level: float, schedule: Schedule, *, seed: int) -> Cond:

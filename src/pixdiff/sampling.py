@@ -10,9 +10,11 @@ from torch import Tensor
 
 from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoiser
+from pixdiff.discrete_schedules import DiscreteSchedule
 from pixdiff.prediction import PredictionType
 from pixdiff.samplers import get_sampler, per_sample_generators, randn
-from pixdiff.schedules import DiscreteSchedule, EDMSchedule, Schedule, get_schedule
+from pixdiff.schedule_registry import get_schedule
+from pixdiff.schedules import EDMSchedule, Schedule
 from pixdiff.timesteps import Spacing, time_grid
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pixdiff.schedules import DiscreteSchedule, Schedule
+from pixdiff.discrete_schedules import DiscreteSchedule
+from pixdiff.schedules import Schedule
 
 Spacing = Literal["linspace", "leading", "trailing", "uniform-t", "karras", "log-snr"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)

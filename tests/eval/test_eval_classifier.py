@@ -13,7 +13,8 @@ from pixdiff.eval import (
     save_classifier,
     train_classifier,
 )
-from pixdiff.eval.classifier import DEFAULT_DIR, random_shift
+from pixdiff.eval.classifier import DEFAULT_DIR
+from pixdiff.eval.classifier_training import random_shift
 
 
 @pytest.fixture(scope="module")

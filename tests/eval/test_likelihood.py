@@ -10,18 +10,19 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from pixdiff.denoiser import Denoised
-from pixdiff.eval.likelihood import (
+from pixdiff.discrete_schedules import DiscreteSchedule
+from pixdiff.eval.likelihood import to_pixel_grid, vlb_bpd
+from pixdiff.eval.ode_likelihood import dequantize, divergence, ode_bpd, ode_log_prob
+from pixdiff.posterior import posterior
+from pixdiff.prediction import eps_from_x0, velocity
+from pixdiff.schedule_registry import get_schedule
+from pixdiff.toy import GaussianMixture
+from pixdiff.vlb import (
+    clipped_log_variance,
     discretized_gaussian_log_likelihood,
     normal_kl,
     pixel_levels,
-    to_pixel_grid,
-    vlb_bpd,
 )
-from pixdiff.eval.ode_likelihood import dequantize, divergence, ode_bpd, ode_log_prob
-from pixdiff.prediction import eps_from_x0, velocity
-from pixdiff.samplers.ddpm import posterior
-from pixdiff.schedules import DiscreteSchedule, get_schedule
-from pixdiff.toy import GaussianMixture
 
 F64 = torch.float64
 LEVELS = torch.arange(256, dtype=F64) / 127.5 - 1
@@ -147,7 +148,7 @@ class PixelOracle:
         index = (t * T - 1).round().long()
         _, coef_x0, var_q, _ = posterior(self.schedule, t, t - 1 / T)
         log_var = (var_q[:, None] + coef_x0[:, None] ** 2 * var_x0).clamp_min(1e-30).log()
-        small = self.schedule.posterior_log_variance_clipped[index][:, None]
+        small = clipped_log_variance(self.schedule, index)[:, None]
         large = self.schedule.betas.log()[index][:, None]
         return 2 * (log_var - small) / (large - small) - 1
 

@@ -1,9 +1,9 @@
 """Golden outputs on fixed seeds: every registered sampler on analytic and network denoisers,
 and the generation pipelines on the shipped models. A structural change must leave them
-bit-identical (``python tests/golden/golden_outputs.py --check``); the test keeps them within float
-round-off on any CPU.
+bit-identical (``python tests/golden/golden_outputs.py --check``); the test keeps them within
+float round-off on any CPU.
 
-Run ``python tests/golden/golden_outputs.py --write`` only when a change is meant to alter outputs."""
+Record them again (``--write``) only when a change is meant to alter outputs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ GOLDEN = Path(__file__).with_name("outputs.safetensors")
 def _sampler_outputs() -> dict[str, torch.Tensor]:
     from pixdiff import sample
     from pixdiff.samplers import SAMPLERS, get_sampler
-    from pixdiff.schedules import get_schedule
+    from pixdiff.schedule_registry import get_schedule
     from pixdiff.toy import GaussianMixture
 
     gm = GaussianMixture(
@@ -51,6 +51,7 @@ def _pipeline_outputs() -> dict[str, torch.Tensor]:
     from pixdiff.guidance import GuidanceOptions
     from pixdiff.pipelines.cascade import Stage, cascade
     from pixdiff.pipelines.generate import class_grid, generate
+    from pixdiff.pipelines.steering import Steering
     from pixdiff.sampling import Sampling
 
     assets = Path(__file__).resolve().parents[2] / "src" / "pixdiff" / "assets"
@@ -58,33 +59,30 @@ def _pipeline_outputs() -> dict[str, torch.Tensor]:
     fashion = load(assets / "fashion_unet")
     out = {}
     out["generate/fashion/class"] = generate(
-        fashion.denoiser, fashion.image_shape, n=3, labels=torch.tensor([0, 3, 7]),
-        num_classes=fashion.num_classes, guidance=2.0, sampler="dpmpp-2m", steps=4, seed=5,
-    )  # fmt: skip
+        fashion, Steering(classes=[0, 3, 7], guidance=2.0), Sampling("dpmpp-2m", 4), n=3, seed=5
+    )
     out["generate/fashion/negative+rescale"] = generate(
-        fashion.denoiser, fashion.image_shape, n=2, labels=torch.tensor([1, 1]),
-        num_classes=fashion.num_classes, guidance=3.0, sampler="ddim", steps=3, seed=1,
-        guidance_options=GuidanceOptions(negative_label=2, rescale=0.7, interval=(0.2, 0.9)),
+        fashion,
+        Steering(
+            classes=[1, 1], negative_class=2, guidance=3.0,
+            options=GuidanceOptions(rescale=0.7, interval=(0.2, 0.9)),
+        ),
+        Sampling("ddim", 3), n=2, seed=1,
     )  # fmt: skip
-    out["generate/fashion/uncond"] = generate(
-        fashion.denoiser, fashion.image_shape, n=2, num_classes=fashion.num_classes,
-        sampler="euler", steps=3, seed=2,
-    )  # fmt: skip
+    out["generate/fashion/uncond"] = generate(fashion, None, Sampling("euler", 3), n=2, seed=2)
     out["class_grid/fashion"] = class_grid(
-        fashion.denoiser, fashion.image_shape, num_classes=fashion.num_classes, guidance=2.0,
-        per_row=2, max_rows=3, steps=2,
-    )  # fmt: skip
+        fashion, guidance=2.0, per_row=2, max_rows=3, sampling=Sampling(steps=2)
+    )
     emoji = load(assets / "emoji_unet")
     out["generate/emoji/prompt"] = generate(
-        emoji.denoiser, emoji.image_shape, n=2, prompts=["red apple", "cat face"],
-        num_classes=emoji.num_classes, guidance=3.0, sampler="dpmpp-2m", steps=3, seed=0,
-        guidance_options=GuidanceOptions(negative_prompt="fire"),
+        emoji, Steering(prompts=["red apple", "cat face"], negative_prompt="fire", guidance=3.0),
+        Sampling("dpmpp-2m", 3), n=2, seed=0,
     )  # fmt: skip
     stages = [
         Stage(emoji, Sampling("dpmpp-2m", 3)),
         Stage(load(assets / "emoji_sr"), Sampling("ddim", 2), aug_level=0.1),
     ]
-    low, high = cascade(stages, n=2, prompts="snowman", seed=4)
+    low, high = cascade(stages, Steering(prompts="snowman"), n=2, seed=4)
     out["cascade/emoji/low"], out["cascade/emoji/high"] = low, high
     return out
 

@@ -9,6 +9,7 @@ import torch
 from pixdiff.conditioning import Cond
 from pixdiff.config import TextConfig
 from pixdiff.nets import DiT, DiTConfig, UNet, UNetConfig
+from pixdiff.nets.prompts import masked_mean
 from pixdiff.nets.text import (
     BOS,
     EOS,
@@ -16,8 +17,6 @@ from pixdiff.nets.text import (
     ByteTokenizer,
     TextConditionedNet,
     TextEncoder,
-    build_text_encoder,
-    masked_mean,
     text_encoder_of,
 )
 
@@ -91,7 +90,7 @@ def test_encoder_shapes_and_build():
     cond = encoder().encode(["red apple", "a dog"])
     assert cond.context.shape == (2, 11, WIDTH) and cond.context_mask.shape == (2, 11)
     assert cond.pooled.shape == (2, WIDTH)
-    built = build_text_encoder(TextConfig(width=32, layers=3, heads=4, max_length=40))
+    built = TextConfig(width=32, layers=3, heads=4, max_length=40).build_encoder()
     assert isinstance(built, TextEncoder) and len(built.blocks) == 3
     assert built.pos_embed.shape == (40, 32)
 

@@ -7,11 +7,12 @@ import torch
 from PIL import Image
 
 import pixdiff
-from pixdiff.cli import cascade as cascade_cli
+from pixdiff import shipped
 from pixdiff.cli.main import build_parser, main
 from pixdiff.conditioning import Cond
 from pixdiff.guidance import label_cond
 from pixdiff.pipelines.cascade import Stage, cascade
+from pixdiff.pipelines.steering import Steering
 from pixdiff.sampling import Sampling
 
 
@@ -34,7 +35,7 @@ def test_two_stage_cascade_shapes_seeds_and_levels(models):
             Stage(models["base"], sampling=Sampling(steps=2)),
             Stage(models["sr"], sampling=Sampling("ddpm", 2), aug_level=aug_level),
         ]
-        return cascade(stages, n=2, labels=torch.tensor([0, 1]), seed=seed)
+        return cascade(stages, Steering(classes=torch.tensor([0, 1])), n=2, seed=seed)
 
     low, high = run()
     assert low.shape == (2, 3, 8, 8) and high.shape == (2, 3, 16, 16)
@@ -65,7 +66,8 @@ def test_cascade_cli_writes_every_stage(sr_runs, tmp_path):
 
 
 def test_cascade_without_runs_uses_the_shipped_cascade(sr_runs, tmp_path, monkeypatch):
-    monkeypatch.setattr(cascade_cli, "SHIPPED_CASCADE", (sr_runs["base"], sr_runs["sr"]))
+    monkeypatch.setitem(shipped.SHIPPED_RUNS, "emoji", sr_runs["base"])
+    monkeypatch.setitem(shipped.SHIPPED_RUNS, "emoji-sr", sr_runs["sr"])
     argv = ["sample", "--cascade", "-n", "1", "--stage-steps", "1", "1", "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "c")]) == 0
     assert Image.open(tmp_path / "c" / "000000.png").size == (16, 16)

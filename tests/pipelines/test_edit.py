@@ -14,7 +14,8 @@ from pixdiff.denoiser import Denoiser
 from pixdiff.guidance import DenoiserWrapper
 from pixdiff.pipelines.edit import img2img, inpaint, jump_back
 from pixdiff.sampling import Sampling
-from pixdiff.schedules import get_schedule, q_sample
+from pixdiff.schedule_registry import get_schedule
+from pixdiff.schedules import q_sample
 
 
 def shrink_x0(x, c_noise, cond=None):

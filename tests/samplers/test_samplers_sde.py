@@ -8,7 +8,7 @@ from order_oracle import GAUSS, MU, CountingDenoiser, S
 
 import pixdiff
 from pixdiff.samplers import SAMPLERS, sample_sde_pc
-from pixdiff.schedules import get_schedule
+from pixdiff.schedule_registry import get_schedule
 from pixdiff.timesteps import time_grid
 from pixdiff.toy import GaussianMixture
 

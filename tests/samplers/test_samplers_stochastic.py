@@ -8,9 +8,10 @@ import torch
 from order_oracle import GAUSS, MU, S
 
 import pixdiff
+from pixdiff.posterior import learned_log_variance
 from pixdiff.samplers import SAMPLERS, sample_ddpm
 from pixdiff.sampling import default_spacing
-from pixdiff.schedules import get_schedule
+from pixdiff.schedule_registry import get_schedule
 from pixdiff.toy import GaussianMixture
 
 MIXTURE = GaussianMixture(
@@ -128,7 +129,7 @@ def test_learned_variance_interpolates_between_the_fixed_ones(v, fixed):
 def test_learned_variance_in_between_and_refused_without_it():
     x = torch.zeros(3)
     small, large = torch.tensor(0.01).log(), torch.tensor(0.04).log()
-    log_var = pixdiff.samplers.learned_log_variance(x, small, large)  # v = 0: the geometric mean
+    log_var = learned_log_variance(x, small, large)  # v = 0: the geometric mean
     torch.testing.assert_close(log_var.exp(), torch.full((3,), 0.02))
     d = GAUSS.denoiser(get_schedule("linear"), "eps")
     with pytest.raises(ValueError, match="needs a model that predicts its variance"):

@@ -89,7 +89,8 @@ def test_train_checkpoint_load_and_sample(t5, captioned_folder, tmp_path, capsys
         assert text_keys == {"text_encoder.proj.weight", "text_encoder.proj.bias"}
     model = pixdiff.load(run)
     assert isinstance(model.text_encoder, HFTextEncoder)
-    x = pixdiff.generate(model.denoiser, model.image_shape, n=2, prompts="red car", steps=2)
+    steering, sampling = pixdiff.Steering(prompts="red car"), pixdiff.Sampling(steps=2)
+    x = pixdiff.generate(model, steering, sampling, n=2)
     assert torch.isfinite(x).all()
     out = tmp_path / "samples"
     flags = ["--prompt", "red car", "--guidance", "2", "--out", str(out), "--no-progress"]

@@ -16,7 +16,7 @@ from pixdiff.checkpoint import CheckpointError, read_tensors
 from pixdiff.cli.main import main
 from pixdiff.config import DiffusionConfig, TrainConfig, apply_overrides
 from pixdiff.denoiser import Denoiser
-from pixdiff.schedules import DiscreteSchedule
+from pixdiff.discrete_schedules import DiscreteSchedule
 from pixdiff.training import trainer
 from pixdiff.training.losses import diffusion_loss, vlb_loss
 

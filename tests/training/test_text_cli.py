@@ -14,7 +14,7 @@ from pixdiff.cli.main import main
 from pixdiff.config import TextConfig, TrainConfig
 from pixdiff.data import ImageSet
 from pixdiff.nets.text import TextEncoder
-from pixdiff.training.conditioning import uses_text
+from pixdiff.training.batch_inputs import uses_text
 from pixdiff.training.losses import drop_prompts
 
 TINY = [
@@ -59,9 +59,8 @@ def test_text_run_checkpoints_the_encoder_and_loads(runs):
     assert not torch.equal(ema, raw.text_encoder.token_embed.weight)  # EMA of the encoder too
 
     def images(prompts, guidance=1.0):
-        return pixdiff.generate(
-            model.denoiser, model.image_shape, n=2, prompts=prompts, guidance=guidance, steps=2
-        )
+        steering = pixdiff.Steering(prompts=prompts, guidance=guidance)
+        return pixdiff.generate(model, steering, pixdiff.Sampling(steps=2), n=2)
 
     apple = images("red apple")
     assert apple.shape == (2, 3, 16, 16) and torch.isfinite(apple).all()
@@ -132,14 +131,15 @@ def test_generate_refuses_mismatched_conditions(runs):
     text, labelled = pixdiff.load(runs["text"]), pixdiff.load(runs["class"])
 
     def draw(model, **kwargs):
-        return pixdiff.generate(model.denoiser, model.image_shape, n=2, steps=1, **kwargs)
+        steering = pixdiff.Steering(**kwargs)
+        return pixdiff.generate(model, steering, pixdiff.Sampling(steps=1), n=2)
 
-    with pytest.raises(ValueError, match="text-conditioned: give prompts"):
-        draw(text, labels=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="text-conditioned: use --prompt"):
+        draw(text, classes=torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="need 2 prompts"):
         draw(text, prompts=["red apple"])
-    with pytest.raises(ValueError, match="need a text-conditioned model"):
-        draw(labelled, prompts="red apple", num_classes=2)
+    with pytest.raises(ValueError, match=r"need\(s\) a text-conditioned model"):
+        draw(labelled, prompts="red apple")
 
 
 def test_eval_bits_per_dim_of_a_text_run_uses_the_empty_prompt(runs, captioned_folder, tmp_path):
@@ -151,10 +151,10 @@ def test_eval_bits_per_dim_of_a_text_run_uses_the_empty_prompt(runs, captioned_f
 
 
 def test_prompt_without_a_run_uses_the_shipped_text_model(runs, tmp_path, monkeypatch):
-    from pixdiff.cli import sample as sample_cli
+    from pixdiff import shipped
 
-    monkeypatch.setattr(sample_cli, "SHIPPED_TEXT_MODEL", runs["text"])
-    monkeypatch.setattr(sample_cli, "SHIPPED_MODEL", tmp_path / "no-such-model")
+    monkeypatch.setitem(shipped.SHIPPED_RUNS, "emoji", runs["text"])
+    monkeypatch.setitem(shipped.SHIPPED_RUNS, "fashion", tmp_path / "no-such-model")
     argv = ["sample", "-n", "1", "--steps", "2", "--out", str(tmp_path / "o"), "--no-progress"]
     assert main([*argv, "--prompt", "red apple"]) == 0
     assert Image.open(tmp_path / "o" / "000000.png").size == (16, 16)

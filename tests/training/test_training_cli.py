@@ -312,3 +312,29 @@ def test_checkpoint_every_zero_checkpoints_only_at_the_end(folder, tmp_path, cap
     assert (out / "train_state.safetensors").is_file() and len(
         (out / "log.csv").read_text().splitlines()
     ) == 3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--steps", "-5"], "--steps: run.steps must be >= 1, got -5"),
+        (["--steps", "0"], "--steps: run.steps must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size: optim.batch_size must be >= 1, got 0"),
+        (["--seed", "100000000000000000000"], "run.seed must be in [0, 4294967295]"),
+        (["--set", "diffusion.label_dropout=2"], "diffusion.label_dropout must be in [0, 1)"),
+        (["--set", "optim.warmup_steps=-10"], "optim.warmup_steps must be >= 0, got -10"),
+        (["--set", "run.threads=-2"], "run.threads must be >= 0, got -2"),
+        (["--set", "optim.lr=0"], "optim.lr must be > 0, got 0.0"),
+        (["--set", "optim.lr.x=1"], "'optim.lr.x': optim.lr is a value, not a section"),
+    ],
+)
+def test_out_of_range_values_are_one_line_errors(tmp_path, capsys, flags, message):
+    code, err = run_main(capsys, "train", "--out", str(tmp_path / "r"), *flags)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_non_integer_flag_is_a_one_line_usage_error(tmp_path, capsys):
+    code, err = run_main(capsys, "train", "--out", str(tmp_path / "r"), "--seed", "1e20")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "argument --seed: expected an integer in [0, 4294967295], got '1e20'" in err

@@ -12,8 +12,9 @@ from PIL import Image
 from pixdiff.checkpoint import read_tensors
 from pixdiff.config import FORMULATIONS, DiffusionConfig, TrainConfig, apply_overrides
 from pixdiff.denoiser import Denoiser
+from pixdiff.discrete_schedules import DiscreteSchedule
 from pixdiff.nets import build_net, preset
-from pixdiff.schedules import DiscreteSchedule, schedule_from_dict
+from pixdiff.schedule_registry import schedule_from_dict
 from pixdiff.training import trainer
 from pixdiff.training.ema import EMA
 from pixdiff.training.losses import diffusion_loss, min_snr_weight, sample_time

@@ -7,9 +7,10 @@ import json
 import time
 from pathlib import Path
 
-from pixdiff.cli.sample import add_run_argument, load_model, parse_class
+from pixdiff.cli import flags
+from pixdiff.cli.flags import add_run_argument, load_model
 from pixdiff.eval.features import load_extractor
-from pixdiff.eval.fid import reference_stats
+from pixdiff.eval.reference import reference_stats
 from pixdiff.eval.sampler_sweep import (
     DEFAULT_NFES,
     DEFAULT_SAMPLERS,
@@ -25,6 +26,7 @@ from pixdiff.eval.sampler_sweep import (
     write_csv,
 )
 from pixdiff.files import atomic_write
+from pixdiff.pipelines.steering import class_ids, class_names
 from pixdiff.timesteps import SPACINGS
 
 
@@ -58,7 +60,9 @@ def add_parser(sub) -> None:
         default=",".join(map(str, DEFAULT_NFES)),
         help="comma-separated NFE budgets (a method gets the most steps that fit)",
     )
-    p.add_argument("-n", "--num", type=int, default=64, help="images per sampler and budget")
+    p.add_argument(
+        "-n", "--num", type=flags.count, default=64, help="images per sampler and budget"
+    )
     p.add_argument(
         "--metric",
         default="rmse",
@@ -73,7 +77,9 @@ def add_parser(sub) -> None:
         help="feature extractor for --metric fd (a name, TorchScript file or classifier dir)",
     )
     p.add_argument("--reference-sampler", default="dpmpp-2m", help="sampler of the reference")
-    p.add_argument("--reference-steps", type=int, default=500, help="steps of the reference")
+    p.add_argument(
+        "--reference-steps", type=flags.int_in(2), default=500, help="steps of the reference"
+    )
     p.add_argument(
         "--class",
         dest="class_",
@@ -81,15 +87,15 @@ def add_parser(sub) -> None:
         metavar="NAME_OR_ID",
         help="class name or id, or 'all' to cycle through the classes (conditional models)",
     )
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance w")
+    p.add_argument("--guidance", type=flags.finite, default=1.0, help="classifier-free guidance w")
     p.add_argument(
         "--grid", default=None, choices=SPACINGS, help="time grid (default: by schedule)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed; image i uses seed + i")
+    p.add_argument("--seed", type=flags.seed, default=0, help="seed; image i uses seed + i")
     p.add_argument("--out", default="out/bench-samplers", help="output directory")
-    p.add_argument("--batch-size", type=int, default=64, help="images per sampler batch")
+    p.add_argument("--batch-size", type=flags.positive, default=64, help="images per sampler batch")
     p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    flags.add_device_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_samplers)
 
@@ -112,7 +118,7 @@ def run_samplers(args) -> int:
     if args.num < 1 or args.reference_steps < 2:
         raise ValueError("-n must be >= 1 and --reference-steps >= 2")
     model = load_model(args.run, ema=not args.raw, device=args.device)
-    labels = parse_class(args.class_, model, args.num) if model.num_classes else None
+    labels = class_ids(args.class_, class_names(model), args.num) if model.num_classes else None
     request = SweepRequest(
         n=args.num,
         labels=labels,

@@ -3,21 +3,11 @@ call :func:`pixdiff.pipelines.cascade.cascade`."""
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from pixdiff.checkpoint import LoadedModel, load
-from pixdiff.cli.sample import (
-    SHIPPED_CASCADE,
-    guidance_options,
-    parse_class,
-    sampler_options,
-    shipped,
-    write_samples,
-)
-from pixdiff.guidance import GuidanceOptions
+from pixdiff.cli import flags
+from pixdiff.cli.output import image_names, open_output, settings_of
 from pixdiff.pipelines.cascade import Stage, cascade
-from pixdiff.sampling import Sampling
+from pixdiff.shipped import shipped_cascade
 
 
 def per_stage(values: list | None, k: int, flag: str, default, what: str = "stage") -> list:
@@ -29,6 +19,23 @@ def per_stage(values: list | None, k: int, flag: str, default, what: str = "stag
     if len(values) not in (1, k):
         raise ValueError(f"{flag} takes 1 value or {k} (one per {what}), got {len(values)}")
     return list(values) * (k // len(values))
+
+
+def check_no_cascade_flags(args) -> None:
+    """One line for a per-stage flag given without --cascade."""
+    given = [
+        flag
+        for flag, value in (
+            ("--stage-steps", args.stage_steps),
+            ("--stage-sampler", args.stage_sampler),
+            ("--stage-guidance", args.stage_guidance),
+            ("--aug-level", args.aug_level),
+            ("--save-stages", args.save_stages or None),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ValueError(f"{', '.join(given)} need(s) --cascade BASE_RUN SR_RUN ...")
 
 
 def _check_flags(args) -> None:
@@ -46,80 +53,44 @@ def _check_flags(args) -> None:
         raise ValueError(f"{', '.join(bad)} cannot be used with --cascade")
 
 
-def _check_conditions(args, models: list[LoadedModel]) -> None:
-    """One line for a class or prompt flag that no stage of the cascade takes."""
-    classes = any(m.num_classes for m in models)
-    text = any(m.text_encoder is not None for m in models)
-    for flag, value, ok in (
-        ("--class", args.class_, classes),
-        ("--negative-class", args.negative_class, classes),
-        ("--prompt", args.prompt, text),
-        ("--negative-prompt", args.negative_prompt, text),
-    ):
-        if value is not None and not ok:
-            kind = "class" if "class" in flag else "text"
-            raise ValueError(f"{flag} given, but no stage of the cascade is {kind}-conditional")
-    steer = (args.class_, args.negative_class, args.prompt, args.negative_prompt)
-    guided = args.guidance not in (None, 1.0) or args.stage_guidance is not None
-    if guided and all(s is None for s in steer):
-        raise ValueError(
-            "--guidance / --stage-guidance steer towards a condition: pass --class or --prompt"
-        )
-
-
-def stage_options(args, model: LoadedModel) -> GuidanceOptions:
-    """The guidance flags for one stage: negative class / prompt only where the stage takes
-    them, and the other CFG flags only where a class or prompt steers it."""
-    text = model.text_encoder is not None
-    local = argparse.Namespace(**vars(args))
-    local.negative_class = args.negative_class if model.num_classes else None
-    local.negative_prompt = args.negative_prompt if text else None
-    steered = (model.num_classes and (args.class_ or args.negative_class)) or (
-        text and (args.prompt or args.negative_prompt)
-    )
-    if not steered:
-        local.guidance_interval, local.cfg_rescale = None, 0.0
-    return guidance_options(local, model)
-
-
 def build_stages(args, models: list[LoadedModel]) -> list[Stage]:
     k = len(models)
     steps = per_stage(args.stage_steps, k, "--stage-steps", args.steps)
     samplers = per_stage(args.stage_sampler, k, "--stage-sampler", args.sampler)
-    guidance = per_stage(args.stage_guidance, k, "--stage-guidance", args.guidance)
+    guidance = per_stage(args.stage_guidance, k, "--stage-guidance", None)
     aug = [None, *per_stage(args.aug_level, k - 1, "--aug-level", None, "SR stage")]
     return [
         Stage(
             m,
-            sampling=Sampling(samplers[i], steps[i], args.grid, sampler_options(args)),
+            sampling=flags.sampling(args, sampler=samplers[i], steps=steps[i]),
             guidance=guidance[i],
             aug_level=aug[i],
-            guidance_options=stage_options(args, m),
-        )  # fmt: skip
+        )
         for i, m in enumerate(models)
     ]
 
 
 def run_cascade(args) -> int:
     _check_flags(args)
-    runs = args.cascade or [shipped(path) for path in SHIPPED_CASCADE]
+    runs = args.cascade or shipped_cascade()
     models = [load(path, ema=not args.raw, device=args.device) for path in runs]
-    _check_conditions(args, models)
-    labels = None
-    if args.class_ is not None:
-        labels = parse_class(args.class_, next(m for m in models if m.num_classes), args.num)
-    outputs = cascade(
-        build_stages(args, models), n=args.num, labels=labels, prompts=args.prompt,
-        seed=args.seed, batch_size=args.batch_size, device=args.device,
-        progress=not args.no_progress,
+    stages = build_stages(args, models)
+    settings = settings_of(
+        args, runs=[str(m.path) for m in models], seed=args.seed, seeds=flags.seeds(args),
+        stages=[{"sampler": s.sampling.sampler, "steps": s.sampling.steps} for s in stages],
     )  # fmt: skip
-    out = Path(args.out)
-    grid = write_samples(outputs[-1], out)[0]
-    if args.save_stages:
-        for i, x in enumerate(outputs, 1):
-            write_samples(x, out / f"stage{i}")
-    sizes = " -> ".join(f"{x.shape[-1]}x{x.shape[-2]}" for x in outputs)
-    print(f"wrote {args.num} images ({len(models)} stages, {sizes}); grid: {grid}")
-    if args.save_stages:
-        print(f"every stage's images: {out}/stage1 .. stage{len(outputs)}")
+    names = [*image_names(args.num), *(f"stage{i}" for i in range(1, len(models) + 1))]
+    with open_output(args, command="sample", settings=settings, names=names) as out:
+        outputs = cascade(
+            stages, flags.steering(args), n=args.num, seed=args.seed,
+            batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+        )  # fmt: skip
+        grid = out.write_images(outputs[-1])
+        if args.save_stages:
+            for i, x in enumerate(outputs, 1):
+                out.write_images(x, f"stage{i}")
+        sizes = " -> ".join(f"{x.shape[-1]}x{x.shape[-2]}" for x in outputs)
+        print(f"wrote {args.num} images ({len(models)} stages, {sizes}); grid: {grid}")
+        if args.save_stages:
+            print(f"every stage's images: {out.path}/stage1 .. stage{len(outputs)}")
     return 0

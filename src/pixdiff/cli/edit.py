@@ -8,25 +8,15 @@ a size other than the model's is refused), makes -n variations of it and writes 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from torch import Tensor
 
 from pixdiff.checkpoint import LoadedModel
-from pixdiff.cli.sample import (
-    add_conditioning_flags,
-    add_output_flags,
-    add_sampler_flags,
-    load_model,
-    sampler_options,
-    steering,
-    write_samples,
-)
+from pixdiff.cli import flags
+from pixdiff.cli.output import image_names, open_output, settings_of
 from pixdiff.images import read_image, read_mask
 from pixdiff.pipelines.cascade import Stage, cascade
 from pixdiff.pipelines.edit import img2img, inpaint
-from pixdiff.pipelines.generate import guided_cond
-from pixdiff.sampling import Sampling
 
 COMMANDS = {
     "edit": (
@@ -64,7 +54,9 @@ def _parser(sub, name: str, func) -> argparse.ArgumentParser:
         help="input image file, of the model's input size (a different size is refused; "
         "another mode is converted to grey/RGB with a warning, transparency on white)",
     )
-    p.add_argument("-n", "--num", type=int, default=1, help="variations of the input to make")
+    p.add_argument(
+        "-n", "--num", type=flags.count, default=1, help="variations of the input to make"
+    )
     p.set_defaults(func=func)
     return p
 
@@ -73,7 +65,7 @@ def add_parsers(sub) -> None:
     strength = "time in [0, 1] the input is noised to: 0 returns it unchanged, 1 ignores it"
     p = _parser(sub, "edit", run_edit)
     p.add_argument("--strength", type=float, required=True, metavar="S", help=strength)
-    _add_common(p, "out/edit")
+    _add_common(p, "edit")
     mask = "mask image of the input's size: white (>= 128) = fill, black = keep"
     resample = (
         "RePaint resampling: redo each step R times, jumping back by the forward process "
@@ -82,26 +74,26 @@ def add_parsers(sub) -> None:
     p = _parser(sub, "inpaint", run_inpaint)
     p.add_argument("--mask", required=True, metavar="MASK", help=mask)
     p.add_argument("--resample", type=int, default=1, metavar="R", help=resample)
-    _add_common(p, "out/inpaint")
+    _add_common(p, "inpaint")
     aug = (
         "noise conditioning augmentation time in [0, 1] of the input; None: the run's "
         "sr.aug_level (0.2 unless trained otherwise). 0 trusts the input exactly"
     )
     p = _parser(sub, "upscale", run_upscale)
     p.add_argument("--aug-level", type=float, default=None, metavar="T", help=aug)
-    _add_common(p, "out/upscale")
+    _add_common(p, "upscale")
 
 
-def _add_common(p, default_out: str) -> None:
-    add_sampler_flags(p)
-    add_conditioning_flags(p)
-    add_output_flags(p, default_out=default_out)
+def _add_common(p, command: str) -> None:
+    flags.add_sampler_flags(p)
+    flags.add_conditioning_flags(p)
+    flags.add_output_flags(p, command=command)
 
 
 def _model_and_input(args, *, sr: bool) -> tuple[LoadedModel, Tensor]:
     """The run (a super-resolution one when ``sr``) and its (num, C, h, w) input on the
     device."""
-    model = load_model(args.run, ema=not args.raw, device=args.device)
+    model = flags.load_model(args.run, ema=not args.raw, device=args.device)
     if args.num < 1:
         raise ValueError(f"-n must be >= 1, got {args.num}")
     if sr and model.sr is None:
@@ -119,54 +111,56 @@ def _model_and_input(args, *, sr: bool) -> tuple[LoadedModel, Tensor]:
 
 def _guided(args, model: LoadedModel):
     """(cond on the device, guided denoiser) from the conditioning flags."""
-    labels, guidance, options = steering(args, model, args.num)
-    cond, den = guided_cond(
-        model.denoiser, args.num, labels=labels, prompts=args.prompt,
-        num_classes=model.num_classes, guidance=guidance, options=options,
+    resolved = flags.steering(args).resolve(model, args.num)
+    cond = resolved.cond
+    return (None if cond is None else cond.to(args.device)), resolved.denoiser
+
+
+def _output(args, command: str, model: LoadedModel):
+    """The command's claimed output directory, with its settings (see pixdiff.cli.output)."""
+    sampling = flags.sampling(args)
+    settings = settings_of(
+        args, run=str(model.path), sampler=sampling.sampler, steps=sampling.steps,
+        grid=sampling.spacing, seed=args.seed, seeds=flags.seeds(args),
     )  # fmt: skip
-    return (None if cond is None else cond.to(args.device)), den
+    return open_output(args, command=command, settings=settings, names=image_names(args.num))
 
 
-def _write(args, x, what: str) -> int:
-    grid = write_samples(x, Path(args.out))[0]
+def _write(args, out, x, what: str) -> int:
+    grid = out.write_images(x)
     print(f"wrote {args.num} {what} image(s) ({args.sampler}, {args.steps} steps); grid: {grid}")
     return 0
-
-
-def _sampling(args) -> Sampling:
-    return Sampling(args.sampler, args.steps, args.grid, sampler_options(args))
 
 
 def run_edit(args) -> int:
     model, x0 = _model_and_input(args, sr=False)
     cond, den = _guided(args, model)
-    x = img2img(
-        den, x0, strength=args.strength, sampling=_sampling(args), cond=cond, seed=args.seed,
-        progress=not args.no_progress,
-    )  # fmt: skip
-    return _write(args, x, f"edited (strength {args.strength:g})")
+    with _output(args, "edit", model) as out:
+        x = img2img(
+            den, x0, strength=args.strength, sampling=flags.sampling(args), cond=cond,
+            seed=args.seed, progress=not args.no_progress,
+        )  # fmt: skip
+        return _write(args, out, x, f"edited (strength {args.strength:g})")
 
 
 def run_inpaint(args) -> int:
     model, x0 = _model_and_input(args, sr=False)
     known = read_mask(args.mask, size=model.image_shape[-1], image=args.input).to(args.device)
     cond, den = _guided(args, model)
-    x = inpaint(
-        den, x0, known, resample=args.resample, sampling=_sampling(args), cond=cond,
-        seed=args.seed, progress=not args.no_progress,
-    )  # fmt: skip
-    return _write(args, x, "inpainted")
+    with _output(args, "inpaint", model) as out:
+        x = inpaint(
+            den, x0, known, resample=args.resample, sampling=flags.sampling(args), cond=cond,
+            seed=args.seed, progress=not args.no_progress,
+        )  # fmt: skip
+        return _write(args, out, x, "inpainted")
 
 
 def run_upscale(args) -> int:
     model, low_res = _model_and_input(args, sr=True)
-    labels, guidance, options = steering(args, model, args.num)
-    stage = Stage(
-        model, sampling=_sampling(args), guidance=guidance, aug_level=args.aug_level,
-        guidance_options=options,
-    )  # fmt: skip
-    x = cascade(
-        [stage], low_res=low_res, labels=labels, prompts=args.prompt, seed=args.seed,
-        device=args.device, progress=not args.no_progress,
-    )[-1]  # fmt: skip
-    return _write(args, x, f"upscaled ({low_res.shape[-1]} -> {x.shape[-1]})")
+    stage = Stage(model, sampling=flags.sampling(args), aug_level=args.aug_level)
+    with _output(args, "upscale", model) as out:
+        x = cascade(
+            [stage], flags.steering(args), low_res=low_res, seed=args.seed, device=args.device,
+            progress=not args.no_progress,
+        )[-1]  # fmt: skip
+        return _write(args, out, x, f"upscaled ({low_res.shape[-1]} -> {x.shape[-1]})")

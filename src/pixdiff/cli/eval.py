@@ -10,13 +10,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from pixdiff.cli.sample import add_run_argument, load_model
-from pixdiff.conditioning import Cond
+from pixdiff.cli.flags import (
+    MAX_IMAGES,
+    add_device_flag,
+    add_run_argument,
+    finite,
+    int_in,
+    load_model,
+    positive,
+    seed,
+)
 from pixdiff.data import load_dataset, to_model_space
 from pixdiff.eval.features import DEFAULT_EXTRACTOR, load_extractor
-from pixdiff.eval.fid import reference_stats
 from pixdiff.eval.likelihood import vlb_bpd
 from pixdiff.eval.ode_likelihood import ode_bpd
+from pixdiff.eval.reference import reference_stats
 from pixdiff.eval.report import (
     LIKELIHOOD_METRICS,
     METRICS,
@@ -28,8 +36,7 @@ from pixdiff.eval.report import (
     score_images,
 )
 from pixdiff.files import atomic_write
-from pixdiff.nets.text import text_encoder_of
-from pixdiff.pipelines.generate import class_cond, prompt_cond
+from pixdiff.pipelines.steering import null_cond
 from pixdiff.samplers import SAMPLERS
 from pixdiff.timesteps import SPACINGS
 
@@ -53,15 +60,19 @@ def add_parser(sub) -> None:
         default="fd,kid,pr,acc",
         help=f"comma-separated metrics from: {', '.join(METRICS)}",
     )
-    p.add_argument("--n", type=int, default=10000, help="number of samples (and real images)")
+    p.add_argument(
+        "--n", type=int_in(2, MAX_IMAGES), default=10000, help="number of samples (and real images)"
+    )
     p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="default: the run's")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's)")
+    p.add_argument(
+        "--steps", type=positive, default=None, help="sampler steps (default: the run's)"
+    )
     p.add_argument(
         "--grid", default=None, choices=SPACINGS, help="time grid (default: by schedule)"
     )
     p.add_argument(
         "--guidance",
-        type=float,
+        type=finite,
         default=None,
         help="classifier-free guidance w for conditional models (default: the run's)",
     )
@@ -79,7 +90,7 @@ def add_parser(sub) -> None:
         action="store_true",
         help="also score --n real images of the other split: the real-against-real floor",
     )
-    p.add_argument("--bpd-n", type=int, default=100, help="real images (of --split) for bpd")
+    p.add_argument("--bpd-n", type=positive, default=100, help="real images (of --split) for bpd")
     p.add_argument(
         "--bpd-method",
         default="bound",
@@ -96,15 +107,15 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--bpd-t-samples",
-        type=int,
+        type=int_in(0),
         default=0,
         help="bound: timesteps sampled per image (importance-sampled estimate); 0 sums all T",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed; sample i uses seed + i")
-    p.add_argument("--batch-size", type=int, default=250, help="images per batch")
+    p.add_argument("--seed", type=seed, default=0, help="seed; sample i uses seed + i")
+    p.add_argument("--batch-size", type=positive, default=250, help="images per batch")
     p.add_argument("--out", default=None, help="JSON file (default: RUN/eval.json or out/)")
     p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    add_device_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -120,7 +131,7 @@ def run(args) -> int:
         n=args.n,
         sampler=args.sampler or train_cfg["sample"]["sampler"],
         steps=args.steps or train_cfg["sample"]["steps"],
-        guidance=args.guidance if args.guidance is not None else train_cfg["sample"]["guidance"],
+        guidance=args.guidance,  # None: the run's, where a class steers
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
@@ -134,7 +145,11 @@ def run(args) -> int:
         "sampler": spec.sampler,
         "steps": spec.steps,
         "grid": args.grid,
-        "guidance": spec.guidance if model.num_classes else None,
+        "guidance": None
+        if not model.num_classes
+        else train_cfg["sample"]["guidance"]
+        if args.guidance is None
+        else args.guidance,
         "extractor": args.extractor,
         "metrics": {},
     }
@@ -199,7 +214,8 @@ def _bits_per_dim(model, dataset: str, args) -> dict[str, float]:
     chunks = range(0, n, args.batch_size)
     for start in tqdm(chunks, desc=f"bpd ({args.bpd_method})", disable=args.no_progress):
         x = images[start : start + args.batch_size]
-        cond = null_cond(model, len(x), x.device)
+        cond = null_cond(model, len(x))
+        cond = cond.to(x.device) if cond is not None else None
         if args.bpd_method == "ode":
             res = ode_bpd(model.denoiser, x, cond=cond, generator=generator)
             extra["nfe"] = extra.get("nfe", 0) + res.nfe
@@ -228,16 +244,6 @@ def _bits_per_dim(model, dataset: str, args) -> dict[str, float]:
     for name, value in extra.items():
         out[name] = value if name == "nfe" else torch.cat(value).double().mean().item()
     return out
-
-
-def null_cond(model, n: int, device) -> Cond | None:
-    """The unconditional branch of a conditional model: the null label of a class-conditional
-    one, the empty prompt of a text-conditioned one; None for an unconditional model."""
-    encoder = text_encoder_of(model.denoiser)
-    if encoder is not None:
-        return prompt_cond(encoder, None, n)[0].to(device)
-    cond = class_cond(None, n, model.num_classes, 1.0)  # the null label, or None
-    return cond.to(device) if cond is not None else None
 
 
 def _default_out(run: str | None) -> Path:

@@ -10,11 +10,13 @@ import warnings
 
 from pixdiff.checkpoint import CheckpointError
 from pixdiff.cli import bench as bench_cmd
+from pixdiff.cli import demo as demo_cmd
 from pixdiff.cli import edit as edit_cmd
 from pixdiff.cli import eval as eval_cmd
 from pixdiff.cli import sample as sample_cmd
 from pixdiff.cli import train as train_cmd
 from pixdiff.cli import train_classifier as train_classifier_cmd
+from pixdiff.files import DiskFullError
 from pixdiff.samplers import SamplingError
 from pixdiff.training.trainer import TrainingError
 
@@ -28,11 +30,20 @@ USER_ERRORS = (
     PermissionError,
     IsADirectoryError,
     NotADirectoryError,
+    DiskFullError,
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error (``--help`` shows the
+    usage); subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pixdiff",
         description="Pixel-space diffusion: train models, sample images and cascades, edit, "
         "inpaint and upscale images.",
@@ -42,15 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parser(sub)
     sample_cmd.add_parser(sub)
     train_classifier_cmd.add_parser(sub)
-    demo = sub.add_parser(
-        "demo",
-        help="sample the shipped models: Fashion-MNIST classes and emoji from prompts",
-        description="Generate a grid of Fashion-MNIST items from the shipped model (one row "
-        "per class), then emoji from eight prompts with the shipped text-to-image model "
-        "(32x32) and its super-resolution stage (64x64), and print the grids' paths.",
-    )
-    demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
-    demo.set_defaults(func=sample_cmd.run_demo)
+    demo_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     eval_cmd.add_parser(sub)
     edit_cmd.add_parsers(sub)
@@ -62,7 +65,10 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     warnings.formatwarning = _one_line_warning
     try:
         return args.func(args) or 0

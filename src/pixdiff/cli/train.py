@@ -1,21 +1,50 @@
-"""``pixdiff train``: parse flags, build the config, call ``pixdiff.training.train``."""
+"""``pixdiff train``: parse flags, build the config, call ``pixdiff.training.train``.
+
+On ``--resume`` the run's saved config is the starting point, and a flag, ``--config`` or
+``--formulation`` that would change what the run trains (anything but the ``run.*`` options
+other than ``run.seed``, and ``sample.*``) is refused with one line naming the setting, so a
+stray ``--image-size`` cannot silently continue a different run; ``--set KEY=VALUE`` changes
+any setting on purpose.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from pixdiff.checkpoint import CONFIG, read_json
+from pixdiff.checkpoint import CONFIG, entry, malformed, read_json
+from pixdiff.cli import flags
 from pixdiff.config import (
     FORMULATIONS,
     TrainConfig,
     apply_overrides,
+    describe,
     from_dict,
+    interval_of,
     load_config,
     to_dict,
     with_formulation,
 )
 from pixdiff.nets import PRESETS
+
+# the config key each named flag sets
+NAMED_FLAGS = {
+    "--data": "data.name",
+    "--preset": "model.preset",
+    "--steps": "run.steps",
+    "--batch-size": "optim.batch_size",
+    "--image-size": "data.image_size",
+    "--sr-from": "sr.low_res_size",
+    "--seed": "run.seed",
+    "--eval-every": "run.eval_every",
+    "--device": "run.device",
+    "--skip-bad-images": "data.skip_bad_images",
+    "--text-encoder": "text.encoder",
+}
 
 
 def add_parser(sub) -> None:
@@ -61,30 +90,62 @@ def add_parser(sub) -> None:
         help="override one config value, e.g. optim.lr=1e-4, run.steps=5000, "
         "model.overrides.model_channels=64 (repeatable; values are JSON)",
     )
-    p.add_argument("--steps", type=int, default=None, help="training steps (run.steps)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch (optim.batch_size)")
-    p.add_argument("--image-size", type=int, default=None, help="image size (data.image_size)")
+    p.add_argument(
+        "--steps", type=integer("run.steps"), default=None, help="training steps (run.steps)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=integer("optim.batch_size"),
+        default=None,
+        help="global batch (optim.batch_size)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=integer("data.image_size"),
+        default=None,
+        help="image size (data.image_size)",
+    )
     p.add_argument(
         "--sr-from",
-        type=int,
+        type=integer("sr.low_res_size"),
         default=None,
         metavar="SIZE",
         help="train a super-resolution model from SIZE x SIZE to --image-size (sr.low_res_size): "
         "conditioned on the area-downsampled image, noised by conditioning augmentation at a "
         "time uniform in [0, sr.aug_max] of sr.aug_schedule (see docs/concepts.md)",
     )
-    p.add_argument("--seed", type=int, default=None, help="seed (run.seed)")
+    p.add_argument("--seed", type=integer("run.seed"), default=None, help="seed (run.seed)")
     p.add_argument(
         "--eval-every",
-        type=int,
+        type=integer("run.eval_every"),
         default=None,
         metavar="K",
         help="every K steps score run.eval_n EMA samples (run.eval_metrics, default "
         "fd,kid,acc, against the dataset's test split) into eval.csv (run.eval_every)",
     )
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (run.device)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument(
+        "--device",
+        type=flags.device_spec,
+        default=None,
+        help="auto | cpu | cuda | cuda:N (run.device)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its saved settings; a flag that would change what "
+        "it trains is refused (only run.* options and --set KEY=VALUE may change it)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the pixdiff run in --out (only a directory pixdiff marked as a run; the "
+        "old run is deleted once the new one has its first checkpoint)",
+    )
+    p.add_argument(
+        "--force-classes",
+        action="store_true",
+        help="train with more than 10,000 classes (usually a stray label id in metadata.jsonl)",
+    )
     p.add_argument(
         "--skip-bad-images",
         action="store_true",
@@ -97,30 +158,84 @@ def add_parser(sub) -> None:
 
 def build_config(args) -> TrainConfig:
     """Defaults (or, with --resume, the run's saved config) < --config file < --formulation
-    < named flags < --set overrides."""
-    if args.resume and not args.config:
-        saved = read_json(Path(args.out) / CONFIG)
-        cfg = from_dict(TrainConfig, saved["train"], where=str(Path(args.out) / CONFIG))
-    else:
-        cfg = load_config(args.config) if args.config else TrainConfig()
+    < named flags < --set overrides; on --resume a change of what the run trains is refused
+    unless it comes from --set (see the module docstring)."""
+    saved = saved_config(Path(args.out)) if args.resume else None
+    cfg = load_config(args.config) if args.config else saved or TrainConfig()
     if args.formulation:
         cfg = with_formulation(cfg, args.formulation)
-    named = {
-        "data.name": args.data,
-        "model.preset": args.preset,
-        "run.steps": args.steps,
-        "optim.batch_size": args.batch_size,
-        "data.image_size": args.image_size,
-        "sr.low_res_size": args.sr_from,
-        "run.seed": args.seed,
-        "run.eval_every": args.eval_every,
-        "run.device": args.device,
-        "data.skip_bad_images": True if args.skip_bad_images else None,
-        # absolute, so the run loads from any working directory
-        "text.encoder": _absolute(args.text_encoder),
-    }
-    sets = [f"{k}={json.dumps(v)}" for k, v in named.items() if v is not None]
-    return apply_overrides(cfg, sets + args.overrides)
+    for flag, key in NAMED_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if flag == "--skip-bad-images":
+            value = True if value else None
+        elif flag == "--text-encoder":  # absolute, so the run loads from any working directory
+            value = _absolute(value)
+        if value is not None:
+            try:
+                cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
+            except ValueError as e:
+                raise ValueError(f"{flag}: {e}") from None
+    if saved is not None:
+        refuse_changes(saved, cfg, Path(args.out))
+    cfg = apply_overrides(cfg, args.overrides)
+    try:  # --set run.device=... and config files are checked as --device is
+        flags.device_spec(cfg.run.device)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"run.device: {e}") from None
+    return cfg
+
+
+def saved_config(out: Path) -> TrainConfig:
+    """The training config of the run in ``out``, for --resume."""
+    path = out / CONFIG
+    if not path.is_file():
+        raise ValueError(f"cannot resume: {path} does not exist")
+    saved = read_json(path)
+    for section in ("data", "model", "diffusion"):  # a default here would change the run
+        entry(saved, f"train.{section}", path)
+    with malformed(path, "train"):
+        return from_dict(TrainConfig, saved["train"], where=str(path))
+
+
+def refuse_changes(saved: TrainConfig, cfg: TrainConfig, out: Path) -> None:
+    """One line for the first setting ``cfg`` changes of ``saved`` that --resume may not change
+    without --set: anything but ``run.*`` (other than run.seed) and ``sample.*``."""
+    old, new = _flat(to_dict(saved)), _flat(to_dict(cfg))
+    for key in sorted(old.keys() | new.keys()):
+        may = key.startswith(("run.", "sample.")) and key != "run.seed"
+        if old.get(key) != new.get(key) and not may:
+            source = next((f for f, k in NAMED_FLAGS.items() if k == key), "--config/--formulation")
+            raise ValueError(
+                f"--resume: {source} would change {key} of run {out} from {old.get(key)!r} to "
+                f"{new.get(key)!r}; a resumed run keeps its settings (--set {key}=VALUE "
+                "changes it on purpose)"
+            )
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            flat.update(_flat(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def integer(key: str):
+    """An argparse type for the int flag of config ``key``: a non-integer is an error that
+    names the valid values."""
+
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            interval = interval_of(key)
+            valid = f" {describe(interval)}" if interval else ""
+            raise argparse.ArgumentTypeError(f"expected an integer{valid}, got {text!r}") from None
+
+    return parse
 
 
 def _absolute(path: str | None) -> str | None:
@@ -134,8 +249,36 @@ def run(args) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    out = train(
-        cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
-    )
+    with stop_signals_interrupt():
+        out = train(
+            cfg,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            force_classes=args.force_classes,
+        )
     print(f"run saved in {out}")
     return 0
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """The first SIGINT or SIGTERM raises KeyboardInterrupt (so a starting run is put back and
+    the command ends with one line, exit 130) and later ones are ignored, so that they cannot
+    cut that clean-up short. The training loop answers them with a checkpoint instead
+    (pixdiff.training.runtime.StopRequest)."""
+    stopping = False
+
+    def handle(signum, frame):
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from pixdiff.classifier_store import check_out_dir, save_noisy_classifier
+from pixdiff.cli import flags
 from pixdiff.data import load_dataset
-from pixdiff.noisy_classifier import (
-    check_out_dir,
-    save_noisy_classifier,
-    train_noisy_classifier,
-)
-from pixdiff.schedules import SCHEDULE_NAMES, get_schedule
-from pixdiff.training.trainer import resolve_device
+from pixdiff.schedule_registry import SCHEDULE_NAMES, get_schedule
+from pixdiff.training.noisy_classifier import train_noisy_classifier
+from pixdiff.training.runtime import resolve_device
 
 
 def add_parser(sub) -> None:
@@ -29,9 +27,9 @@ def add_parser(sub) -> None:
         help="fashion-mnist | emoji | PATH to an image folder with labels (metadata.jsonl)",
     )
     p.add_argument("--out", required=True, help="directory to write the classifier into")
-    p.add_argument("--steps", type=int, default=2000, help="training steps")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step")
-    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
+    p.add_argument("--steps", type=flags.positive, default=2000, help="training steps")
+    p.add_argument("--batch-size", type=flags.positive, default=128, help="images per step")
+    p.add_argument("--lr", type=flags.non_negative, default=3e-4, help="AdamW learning rate")
     p.add_argument(
         "--schedule",
         default="cosine",
@@ -40,10 +38,15 @@ def add_parser(sub) -> None:
         "its inputs are matched by log-SNR)",
     )
     p.add_argument(
-        "--image-size", type=int, default=28, help="image size (the model's to be guided)"
+        "--image-size",
+        type=flags.positive,
+        default=28,
+        help="image size (the model's to be guided)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed (initialisation, batches, noise)")
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--seed", type=flags.seed, default=0, help="seed (initialisation, batches, noise)"
+    )
+    flags.add_device_flag(p)
     p.add_argument("--overwrite", action="store_true", help="replace a classifier in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

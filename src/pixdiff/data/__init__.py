@@ -1,23 +1,19 @@
 """Datasets as compact uint8 :class:`ImageSet` s, and resumable, sharded training batches."""
 
-from .dataset import (
-    DATASET_NAMES,
-    Batch,
-    BatchPlan,
-    ImageSet,
-    batches,
-    convert_channels,
-    default_cache_dir,
-    from_model_space,
-    gather_batch,
-    load_dataset,
-    resize_images,
-    to_model_space,
-)
+from .batching import Batch, BatchPlan, batches, gather_batch
 from .emoji import load_emoji, render_emoji
 from .fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
 from .fashion_mnist import load_fashion_mnist, read_idx
 from .folder import load_folder
+from .image_set import (
+    ImageSet,
+    convert_channels,
+    default_cache_dir,
+    from_model_space,
+    resize_images,
+    to_model_space,
+)
+from .load import DATASET_NAMES, load_dataset
 
 __all__ = [
     "DATASET_NAMES",

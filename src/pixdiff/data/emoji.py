@@ -27,9 +27,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from pixdiff.data.image_set import SPLITS, ImageSet, default_cache_dir
 from pixdiff.files import atomic_write
-
-from .dataset import SPLITS, ImageSet, default_cache_dir
 
 DEFAULT_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 INSTALL_HINT = "sudo apt-get install fonts-noto-color-emoji"

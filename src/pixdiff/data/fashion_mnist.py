@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .dataset import ImageSet
+from pixdiff.data.image_set import ImageSet
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = [

@@ -20,11 +20,20 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from .dataset import ImageSet
+from pixdiff.data.image_set import ImageSet, check_fits_in_memory
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 METADATA_FILE = "metadata.jsonl"
 _COLUMNS = ("file_name", "label", "text")
+# input images beyond this many pixels are refused before decoding (a decompression bomb: a
+# small PNG can declare 20000 x 20000 pixels and take gigabytes once decoded)
+MAX_SIDE = 8192
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
+MAX_LABEL = 2**31 - 1  # label ids beyond this are typos (the trainer also caps the class count)
+
+
+class ImageTooLarge(ValueError):
+    """An image declares more than MAX_PIXELS pixels; it was not decoded."""
 
 
 def list_images(root: Path) -> list[Path]:
@@ -58,8 +67,8 @@ def _parse_line(line: str, where: str) -> dict:
     label = row.get("label")
     if label is not None and (isinstance(label, bool) or not isinstance(label, int | str)):
         raise ValueError(f'{where}: "label" must be an int or a class-name string, got {label!r}')
-    if isinstance(label, int) and label < 0:
-        raise ValueError(f'{where}: "label" must be >= 0, got {label}')
+    if isinstance(label, int) and not 0 <= label <= MAX_LABEL:
+        raise ValueError(f'{where}: "label" must be in [0, {MAX_LABEL}], got {label}')
     if "text" in row and not isinstance(row["text"], str):
         raise ValueError(f'{where}: "text" must be a string, got {row["text"]!r}')
     return row
@@ -68,7 +77,13 @@ def _parse_line(line: str, where: str) -> dict:
 def read_metadata(path: Path) -> Metadata:
     """Parse ``metadata.jsonl``; errors name the file and line number."""
     meta, extra = Metadata({}, {}), set()
-    lines = path.read_text(encoding="utf-8-sig").splitlines()  # tolerate a BOM
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # tolerate a BOM
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); it must hold one JSON "
+            "object per line"
+        ) from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -134,15 +149,41 @@ def to_mode(image: Image.Image, channels: Literal[1, 3]) -> Image.Image:
     return image.convert("L" if channels == 1 else "RGB")
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """The decoded, EXIF-rotated image at ``path``; one over MAX_PIXELS is refused from its
+    header, before decoding (Pillow's DecompressionBombError/Warning as well). Every problem is
+    a one-line error naming the file: FileNotFoundError, else ValueError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # lazy: reads the header only
+                if image.width * image.height > MAX_PIXELS:
+                    raise ImageTooLarge(_too_large(path, f"{image.width}x{image.height}"))
+                image.load()  # decode now, so a truncated file fails here
+                return ImageOps.exif_transpose(image)
+    except ImageTooLarge:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(_too_large(path, "too large")) from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path} does not exist") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+
+
+def _too_large(path: str | Path, size: str) -> str:
+    return (
+        f"image {path} is {size}: over pixdiff's limit of {MAX_PIXELS:,} pixels "
+        f"({MAX_SIDE} x {MAX_SIDE}); it was not decoded. Shrink it first"
+    )
+
+
 def load_image(path: Path, *, size: int, channels: Literal[1, 3]) -> np.ndarray:
     """One image as uint8 (channels, size, size): EXIF-rotated, converted, cropped, resized.
 
-    Raises OSError (Pillow's) if the file is not a readable image.
+    Raises ValueError (FileNotFoundError) naming the file if it is not a readable image.
     """
-    with Image.open(path) as image:
-        image.load()  # decode now, so a truncated file fails here
-        image = ImageOps.exif_transpose(image)
-        image = to_mode(image, channels)
+    image = to_mode(open_image(path), channels)
     # shorter side -> size, centre crop (ImageOps.fit crops first, then resizes once)
     image = ImageOps.fit(image, (size, size), method=Image.Resampling.LANCZOS)
     array = np.asarray(image)
@@ -153,17 +194,18 @@ def read_images(
     paths: list[Path], *, size: int, channels: Literal[1, 3], skip_bad_images: bool, progress: bool
 ) -> tuple[torch.Tensor, list[int], list[Path]]:
     """Decode ``paths`` into uint8 (N, C, size, size); returns (images, kept indices, skipped)."""
+    check_fits_in_memory(len(paths), channels, size, f"the images under {paths[0].parent}")
     images = np.empty((len(paths), channels, size, size), dtype=np.uint8)
     kept: list[int] = []
     bad: list[Path] = []
     for i, path in enumerate(tqdm(paths, desc="loading images", unit="img", disable=not progress)):
         try:
             images[len(kept)] = load_image(path, size=size, channels=channels)
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        except (OSError, ValueError) as err:
             if not skip_bad_images:
                 raise ValueError(
-                    f"cannot read image {path}: {err}. Fix or delete the file, or pass "
-                    f"skip_bad_images=True to leave out unreadable images"
+                    f"{err}. Fix or delete the file, or pass skip_bad_images=True to leave out "
+                    "unreadable images"
                 ) from None
             bad.append(path)
             continue

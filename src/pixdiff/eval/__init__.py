@@ -7,8 +7,8 @@ from .classifier import (
     classify,
     load_classifier,
     save_classifier,
-    train_classifier,
 )
+from .classifier_training import train_classifier
 from .features import (
     DEFAULT_EXTRACTOR,
     FeatureExtractor,
@@ -17,15 +17,8 @@ from .features import (
     load_extractor,
     torchscript_extractor,
 )
-from .fid import (
-    FeatureStats,
-    Reference,
-    frechet_distance,
-    inception_score,
-    kid,
-    precision_recall,
-    reference_stats,
-)
+from .fid import FeatureStats, frechet_distance, inception_score, kid, precision_recall
+from .reference import Reference, reference_stats
 
 __all__ = [
     "DEFAULT_EXTRACTOR",

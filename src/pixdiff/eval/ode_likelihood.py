@@ -10,11 +10,12 @@ import torch
 from torch import Tensor
 
 from pixdiff.conditioning import Cond
-from pixdiff.eval.likelihood import pixel_levels, to_pixel_grid
+from pixdiff.eval.likelihood import to_pixel_grid
 from pixdiff.prediction import velocity
 from pixdiff.samplers.adaptive import dopri5
 from pixdiff.samplers.common import SamplingError
 from pixdiff.schedules import PathCoefs
+from pixdiff.vlb import pixel_levels
 
 Estimator = Literal["rademacher", "gaussian", "exact"]
 

@@ -13,18 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pixdiff.checkpoint import LoadedModel
-from pixdiff.eval.features import FeatureExtractor
-from pixdiff.eval.fid import (
-    FeatureStats,
-    Reference,
-    frechet_distance,
-    inception_score,
-    kid,
-    precision_recall,
-)
+from pixdiff.eval.features import FeatureExtractor, load_extractor
+from pixdiff.eval.fid import FeatureStats, frechet_distance, inception_score, kid, precision_recall
+from pixdiff.eval.reference import Reference, reference_stats
 from pixdiff.guidance import GuidanceOptions
-from pixdiff.pipelines.generate import generate
+from pixdiff.pipelines.generate import Generative, generate
+from pixdiff.pipelines.steering import Steering
+from pixdiff.sampling import Sampling
 
 SAMPLE_METRICS = ("fd", "kid", "pr", "is", "acc")
 LIKELIHOOD_METRICS = ("bpd",)
@@ -49,7 +44,7 @@ class SampleSpec:
     n: int = 10000
     sampler: str = "ddim"
     steps: int = 50
-    guidance: float = 1.0
+    guidance: float | None = 1.0  # None: the run's sample.guidance
     seed: int = 0
     batch_size: int = 250
     device: str = "cpu"
@@ -64,34 +59,17 @@ def balanced_labels(n: int, num_classes: int) -> Tensor | None:
 
 
 def draw_samples(
-    model: LoadedModel, spec: SampleSpec, *, clip: bool = True
+    model: Generative, spec: SampleSpec, *, clip: bool = True
 ) -> tuple[Tensor, Tensor | None]:
     """spec.n samples (clipped to [-1, 1] unless ``clip`` is False) and their labels,
     class-balanced when the model is conditional."""
-    return draw_from(model.denoiser, model.image_shape, model.num_classes, spec, clip=clip)
-
-
-def draw_from(
-    denoiser, image_shape, num_classes: int, spec: SampleSpec, *, clip: bool = True
-) -> tuple[Tensor, Tensor | None]:
-    """:func:`draw_samples` for a bare denoiser (as the trainer holds it)."""
-    labels = balanced_labels(spec.n, num_classes)
+    labels = balanced_labels(spec.n, model.num_classes)
+    options = spec.options or GuidanceOptions()
+    steering = Steering(classes=labels, guidance=spec.guidance, options=options)
     x = generate(
-        denoiser,
-        image_shape,
-        n=spec.n,
-        labels=labels,
-        num_classes=num_classes,
-        guidance=spec.guidance if labels is not None else 1.0,
-        sampler=spec.sampler,
-        steps=spec.steps,
-        seed=spec.seed,
-        batch_size=spec.batch_size,
-        device=spec.device,
-        progress=spec.progress,
-        guidance_options=spec.options,
-        spacing=spec.spacing,
-    )
+        model, steering, Sampling(spec.sampler, spec.steps, spec.spacing), n=spec.n,
+        seed=spec.seed, batch_size=spec.batch_size, device=spec.device, progress=spec.progress,
+    )  # fmt: skip
     return (x.clamp(-1, 1) if clip else x), labels
 
 
@@ -157,9 +135,6 @@ class PeriodicEval:
     loaded once; each call scores fresh samples of the current (EMA) denoiser."""
 
     def __init__(self, dataset: str, extractor: str, metrics: str, image_shape, device):
-        from pixdiff.eval.features import load_extractor
-        from pixdiff.eval.fid import reference_stats
-
         self.metrics = [m for m in parse_metrics(metrics) if m in SAMPLE_METRICS]
         if not self.metrics:
             raise ValueError(f"run.eval_metrics: none of {metrics!r} is one of {SAMPLE_METRICS}")
@@ -174,6 +149,6 @@ class PeriodicEval:
         self.reference = reference_stats(dataset, split, self.extractor)
         self.image_shape = tuple(image_shape)
 
-    def __call__(self, denoiser, num_classes: int, spec: SampleSpec) -> dict[str, float]:
-        x, labels = draw_from(denoiser, self.image_shape, num_classes, spec)
+    def __call__(self, model: Generative, spec: SampleSpec) -> dict[str, float]:
+        x, labels = draw_samples(model, spec)
         return score_images(x, labels, self.reference, self.extractor, self.metrics)

@@ -25,7 +25,9 @@ from torch import Tensor
 from pixdiff.checkpoint import LoadedModel, read_tensors, save_tensors
 from pixdiff.files import atomic_write
 from pixdiff.pipelines.generate import generate
+from pixdiff.pipelines.steering import Steering
 from pixdiff.samplers import SAMPLERS, get_sampler
+from pixdiff.sampling import Sampling
 
 # the deterministic fixed-step samplers (ode-rk45 chooses its own steps)
 DEFAULT_SAMPLERS = (
@@ -105,22 +107,12 @@ def draw(
     progress: bool = False,
 ) -> Tensor:
     """n images of ``sampler`` at ``steps`` from the request's seeds."""
+    steering = Steering(classes=request.labels, guidance=request.guidance)
+    sampling = Sampling(sampler, steps, request.spacing)
     return generate(
-        model.denoiser,
-        model.image_shape,
-        n=request.n,
-        labels=request.labels,
-        num_classes=model.num_classes,
-        guidance=request.guidance,
-        sampler=sampler,
-        steps=steps,
-        seed=request.seed,
-        batch_size=request.batch_size,
-        device=request.device,
-        dtype=dtype,
-        spacing=request.spacing,
-        progress=progress,
-    )
+        model, steering, sampling, n=request.n, seed=request.seed,
+        batch_size=request.batch_size, device=request.device, dtype=dtype, progress=progress,
+    )  # fmt: skip
 
 
 def reference(

@@ -2,14 +2,9 @@
 the text encoders that turn prompts into their ``cond``."""
 
 from pixdiff.nets.dit import DiT, DiTConfig
+from pixdiff.nets.prompts import PromptEncoder
 from pixdiff.nets.registry import PRESETS, build_net, count_parameters, preset
-from pixdiff.nets.text import (
-    ByteTokenizer,
-    PromptEncoder,
-    TextConditionedNet,
-    TextEncoder,
-    build_text_encoder,
-)
+from pixdiff.nets.text import ByteTokenizer, TextConditionedNet, TextEncoder, build_text_encoder
 from pixdiff.nets.unet import UNet, UNetConfig
 
 __all__ = [

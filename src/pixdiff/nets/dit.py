@@ -17,18 +17,20 @@ from typing import Any
 from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond
+from pixdiff.nets.checks import (
+    broadcast_c_noise,
+    check_config_ints,
+    check_net_inputs,
+    config_from_dict,
+    config_to_dict,
+    required_cond,
+)
 from pixdiff.nets.layers import (
     CondEmbedder,
     CrossAttention,
     SelfAttention,
-    broadcast_c_noise,
-    check_config_ints,
-    check_net_inputs,
     concat_low_res,
-    config_from_dict,
-    config_to_dict,
     mlp,
-    required_cond,
     sincos_pos_embed_2d,
     zero_module,
 )

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond
-from pixdiff.nets.text import PromptEncoder, Tokens, check_prompts, masked_mean, warn_truncated
+from pixdiff.nets.prompts import PromptEncoder, Tokens, check_prompts, masked_mean, warn_truncated
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer.model", "vocab.json", "vocab.txt")
 

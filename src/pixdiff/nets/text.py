@@ -1,69 +1,31 @@
 """Text conditioning: a byte-level tokenizer, a small Transformer text encoder trained with the
-denoiser, and the network wrapper that carries an encoder.
-
-A prompt becomes a :class:`~pixdiff.conditioning.Cond` with three fields, as in Imagen (Saharia
-et al. 2022, Sec. 2.4): ``context`` (N, L, D), the token embeddings the network attends to
-through cross-attention; ``context_mask`` (N, L), True for real tokens; and ``pooled`` (N, D),
-their masked mean, which the network adds to its timestep embedding. Mean pooling over the
-real tokens (not the EOS token) keeps ``pooled`` independent of how much padding a batch has.
+denoiser, the builder that picks an encoder, and the network wrapper that carries one.
 
 The tokenizer is byte-level (ByT5, Xue et al. 2022): the UTF-8 bytes of the lower-cased prompt
 between BOS and EOS. It needs no vocabulary file and tokenizes any word, seen or not, which
 suits small captioned sets such as the emoji names, where a word vocabulary would be a few
 hundred entries and every new word at sampling time would be unknown.
 
-A frozen Hugging Face encoder (T5, CLIP) is the other :class:`PromptEncoder`; see
-:mod:`pixdiff.nets.hf_text`.
+What a prompt becomes (a Cond of ``context``, ``context_mask`` and ``pooled``) and the
+:class:`~pixdiff.nets.prompts.PromptEncoder` interface are in :mod:`pixdiff.nets.prompts`. A
+frozen Hugging Face encoder (T5, CLIP) is the other encoder; see :mod:`pixdiff.nets.hf_text`.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond
-from pixdiff.config import TextConfig
+from pixdiff.nets.hf_text import HFTextEncoder
 from pixdiff.nets.layers import SelfAttention, mlp
+from pixdiff.nets.prompts import PromptEncoder, Tokens, check_prompts, masked_mean, warn_truncated
 
 PAD, BOS, EOS = 0, 1, 2
 BYTE_OFFSET = 3  # byte b has id b + 3
 VOCAB_SIZE = BYTE_OFFSET + 256
-
-
-class Tokens(NamedTuple):
-    """A padded batch of token ids: ids (N, L) int64 and mask (N, L) bool (True = real)."""
-
-    ids: Tensor
-    mask: Tensor
-
-    def to(self, device: torch.device | str) -> Tokens:
-        return Tokens(self.ids.to(device), self.mask.to(device))
-
-
-def check_prompts(prompts: Sequence[str]) -> list[str]:
-    """``prompts`` as a list of strings; a bare string is an error (it would be split to chars)."""
-    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"prompts must be a list of strings, got {prompts!r}")
-    return list(prompts)
-
-
-def warn_truncated(prompts: Sequence[str], lengths: Sequence[int], max_length: int) -> None:
-    """One warning for all the prompts of a call whose token count exceeds ``max_length``,
-    counting distinct non-empty prompts (a batch repeats a prompt per image and adds the empty
-    one for guidance)."""
-    sizes = {p: n for p, n in zip(prompts, lengths, strict=True) if p}
-    long = [p for p, n in sizes.items() if n > max_length]
-    if long:
-        warnings.warn(
-            f"{len(long)} of {len(sizes)} distinct prompt(s) exceed the text encoder's max_length="
-            f"{max_length} tokens and were truncated (first: {long[0]!r}); raise "
-            "text.max_length when training to keep longer prompts",
-            stacklevel=3,
-        )
 
 
 def normalize_prompt(prompt: str) -> str:
@@ -104,28 +66,6 @@ class ByteTokenizer:
         """(L,) ids -> the normalised prompt (special tokens dropped)."""
         data = bytes(int(i) - BYTE_OFFSET for i in ids.tolist() if i >= BYTE_OFFSET)
         return data.decode("utf-8", errors="replace")
-
-
-def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
-    """Mean of h (N, L, D) over the positions where mask (N, L) is True -> (N, D); 0 if none."""
-    weights = mask.to(h.dtype)[..., None]  # (N, L, 1)
-    return (h * weights).sum(1) / weights.sum(1).clamp_min(1)
-
-
-class PromptEncoder(nn.Module):
-    """Prompts -> Cond(context, context_mask, pooled). Subclasses give ``tokenize`` and
-    ``forward(tokens)``; ``width`` is D and ``max_length`` the longest token sequence."""
-
-    width: int
-    max_length: int
-
-    def tokenize(self, prompts: Sequence[str], *, warn: bool = True) -> Tokens:
-        raise NotImplementedError
-
-    def encode(self, prompts: Sequence[str], *, warn: bool = True) -> Cond:
-        """Tokenize and encode on the encoder's device."""
-        device = next(self.parameters()).device
-        return self(self.tokenize(prompts, warn=warn).to(device))
 
 
 class EncoderBlock(nn.Module):
@@ -180,16 +120,21 @@ class TextEncoder(PromptEncoder):
         return Cond(context=h, context_mask=mask, pooled=masked_mean(h, mask))
 
 
-def build_text_encoder(config: TextConfig) -> PromptEncoder:
-    """The builtin encoder, or a frozen Hugging Face one when ``config.encoder`` is a path."""
-    if config.encoder == "builtin":
-        return TextEncoder(
-            width=config.width, layers=config.layers, heads=config.heads,
-            max_length=config.max_length,
-        )  # fmt: skip
-    from pixdiff.nets.hf_text import HFTextEncoder
+def build_text_encoder(
+    *, encoder: str, width: int, layers: int, heads: int, max_length: int
+) -> PromptEncoder:
+    """The builtin encoder (``encoder="builtin"``), or a frozen Hugging Face one when
+    ``encoder`` is the path of its folder (``layers`` and ``heads`` are then unused).
 
-    return HFTextEncoder(config.encoder, width=config.width, max_length=config.max_length)
+    Args:
+        encoder: ``"builtin"`` or a local folder holding a Hugging Face text encoder.
+        width: context width D the denoiser sees.
+        layers, heads: depth and attention heads of the builtin encoder.
+        max_length: the longest token sequence, BOS and EOS included.
+    """
+    if encoder == "builtin":
+        return TextEncoder(width=width, layers=layers, heads=heads, max_length=max_length)
+    return HFTextEncoder(encoder, width=width, max_length=max_length)
 
 
 class TextConditionedNet(nn.Module):

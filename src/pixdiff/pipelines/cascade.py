@@ -11,7 +11,7 @@ Upscaling an image is a cascade of one super-resolution stage started from it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -19,11 +19,11 @@ from torch import Tensor
 from pixdiff.checkpoint import LoadedModel
 from pixdiff.conditioning import Cond
 from pixdiff.config import SRConfig
-from pixdiff.guidance import GuidanceOptions
 from pixdiff.low_res import sampling_cond
 from pixdiff.pipelines.generate import generate
+from pixdiff.pipelines.steering import Steering
 from pixdiff.sampling import Sampling
-from pixdiff.schedules import schedule_from_dict
+from pixdiff.schedule_registry import schedule_from_dict
 
 # Stage k (0-based) seeds sample i with seed + k * STAGE_SEED_STRIDE + i, so no two stages share
 # a noise stream (nor with the augmentation noise, offset by 2**32) for seeds below 2**32.
@@ -57,17 +57,16 @@ class Stage:
 
     Attributes:
         sampling: sampler, steps, time grid and the sampler's own options.
-        guidance: CFG scale where a class or prompt steers this stage (None: the run's
-            ``sample.guidance``); a stage nothing steers samples unguided.
+        guidance: this stage's CFG scale where a class or prompt steers it (None: the
+            request's, else the run's ``sample.guidance``); a stage nothing steers samples
+            unguided (see :meth:`Steering.for_model`).
         aug_level: super-resolution stages' augmentation time; None: the run's ``sr.aug_level``.
-        guidance_options: negative class or prompt, interval, rescale, thresholding.
     """
 
     model: LoadedModel
     sampling: Sampling = Sampling()
     guidance: float | None = None
     aug_level: float | None = None
-    guidance_options: GuidanceOptions = field(default_factory=GuidanceOptions)
 
 
 def check_cascade(stages: Sequence[Stage], low_res: Tensor | None = None) -> None:
@@ -105,11 +104,10 @@ def check_cascade(stages: Sequence[Stage], low_res: Tensor | None = None) -> Non
 
 def cascade(
     stages: Sequence[Stage],
+    steering: Steering | None = None,
     *,
     n: int | None = None,
     low_res: Tensor | None = None,
-    labels: Tensor | None = None,
-    prompts: str | Sequence[str] | None = None,
     seed: int = 0,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
@@ -123,12 +121,14 @@ def cascade(
     ``cascade([Stage(sr_model)], low_res=images)[-1]``.
 
     Args:
-        labels: (n,) class ids for the class-conditional stages; prompts: for the
-            text-conditioned ones (one string or n). A stage conditioned on neither gets none.
+        steering: classes, prompts and guidance for the whole cascade; each stage takes the
+            part it is conditioned on (:meth:`Steering.for_model`).
         seed: stage k seeds image i with seed + k * STAGE_SEED_STRIDE + i.
     """
+    steering = steering or Steering()
     check_cascade(stages, low_res)
-    _check_consumed(stages, labels, prompts)
+    stage_guided = any(s.guidance not in (None, 1.0) for s in stages)
+    steering.check_consumed([s.model for s in stages], stage_guided=stage_guided)
     if low_res is None and n is None:
         raise ValueError("a cascade from a base model needs the number of images n")
     outputs: list[Tensor] = []
@@ -140,37 +140,13 @@ def cascade(
             extra = low_res_input(
                 m.net.config, x.clamp(-1, 1), sr=m.sr, aug_level=stage.aug_level, seed=stage_seed
             )
-        s_labels, s_prompts, guidance = _stage_conditioning(stage, labels, prompts)
         try:
             x = generate(
-                m.denoiser, m.image_shape, n=n if x is None else x.shape[0], labels=s_labels,
-                prompts=s_prompts, num_classes=m.num_classes, guidance=guidance,
-                sampler=stage.sampling.sampler, steps=stage.sampling.steps,
-                spacing=stage.sampling.spacing, options=stage.sampling.options, seed=stage_seed,
-                guidance_options=stage.guidance_options, extra_cond=extra,
+                m, steering.for_model(m, guidance=stage.guidance), stage.sampling,
+                n=n if x is None else x.shape[0], seed=stage_seed, extra_cond=extra,
                 batch_size=batch_size, device=device, progress=progress,
             )  # fmt: skip
         except ValueError as e:
             raise ValueError(f"stage {k + 1} ({m.path}): {e}") from e
         outputs.append(x)
     return outputs
-
-
-def _check_consumed(stages: Sequence[Stage], labels, prompts) -> None:
-    """Raise for classes or prompts that no stage is conditioned on."""
-    if labels is not None and not any(s.model.num_classes for s in stages):
-        raise ValueError("classes given, but no stage of the cascade is class-conditional")
-    if prompts is not None and not any(s.model.text_encoder is not None for s in stages):
-        raise ValueError("prompts given, but no stage of the cascade is text-conditioned")
-
-
-def _stage_conditioning(stage: Stage, labels, prompts) -> tuple[Tensor | None, object, float]:
-    """(labels, prompts, CFG scale) for one stage: the classes if it is class-conditional, the
-    prompts if it is text-conditioned, and its guidance where they (or a negative) steer it."""
-    m, options = stage.model, stage.guidance_options
-    labels = labels if m.num_classes else None
-    prompts = prompts if m.text_encoder is not None else None
-    steer = labels is not None or prompts is not None
-    steer |= options.negative_label is not None or options.negative_prompt is not None
-    guidance = m.config["train"]["sample"]["guidance"] if stage.guidance is None else stage.guidance
-    return labels, prompts, guidance if steer else 1.0

@@ -3,7 +3,7 @@ RePaint resampling).
 
 Both are the ordinary sampler over (part of) the ordinary time grid, with the input image
 entering through the forward process q(x_t | x0) (Ho et al. 2020, Eq. 4); conditioning and
-guidance come from :func:`pixdiff.pipelines.generate.guided_cond` as for generation.
+guidance come from :meth:`pixdiff.pipelines.steering.Steering.resolve` as for generation.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pixdiff.conditioning import Cond
+from pixdiff.posterior import transition
 from pixdiff.samplers import per_sample_generators, randn
 from pixdiff.samplers.common import Generators, randn_like
-from pixdiff.samplers.ddpm import transition
 from pixdiff.sampling import Sampling
 from pixdiff.schedules import Schedule, q_sample
 

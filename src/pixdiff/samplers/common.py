@@ -96,20 +96,25 @@ def half_log_snr(schedule, t: Tensor) -> Tensor:
     return schedule.log_snr(t) / 2
 
 
-def scaled_sigma(schedule, t: Tensor) -> Tensor:
-    """sigma~ = sigma / alpha = exp(-log_snr / 2), the noise level of x~ = x / alpha: EDM's sigma on
-    any path (Karras et al. 2022, Sec. 4, Eq. 4 with s(t) = alpha); +inf where alpha = 0."""
-    return schedule.sigma(t) / schedule.alpha(t)
-
-
-# A multi-stage step (Heun's trapezoid, PNDM's pseudo Runge-Kutta, singlestep DPM-Solver)
-# across a drop of sigma~ by more than this factor is less accurate than a first-order step:
-# on the first step of a trailing grid on a discrete VP schedule (sigma~ from ~2e4 to ~6, a
-# ~3000-fold drop) their corrections amplify the change of the estimate hundreds of times.
-# Samplers take their first-order step there instead. The bound is far above the drops of
-# the grids these methods were designed for (Karras grids with >= 5 steps drop < 100-fold per
-# step, log-SNR grids with >= 5 steps on VP schedules < 20-fold), so it leaves them as published.
+# The largest drop of sigma~ = sigma / alpha across one step that a multi-stage step (Heun's
+# trapezoid, singlestep DPM-Solver's intermediate stages, PNDM's pseudo Runge-Kutta) takes.
 MAX_STAGE_RATIO = 100.0
+
+
+def large_stage_ratio(edm_sigma_t: Tensor, edm_sigma_s: Tensor) -> bool:
+    """Whether a step from sigma~_t down to sigma~_s shrinks sigma~ = sigma / alpha more than
+    MAX_STAGE_RATIO-fold, where a multi-stage method takes its first-order step instead. This
+    includes the steps to sigma~ = 0 and from sigma~ = inf.
+
+    The stages extrapolate the change of the x0 estimate across the step (Heun's trapezoid adds
+    (sigma~_t / sigma~_s) / 2 times it). Across a huge drop they amplify it hundreds of times and
+    fall behind the first-order step: the first step of a trailing grid on the discrete cosine
+    schedule falls from sigma~ ~2e4 to 6 (10 steps) or 16 (25 steps), 1,300 to 3,200-fold, and
+    there DPM-Solver-2/3 measured 4x the error of DDIM on the shipped model. The bound lies above
+    the drops of the grids these methods were designed for, which they take as published: at
+    most 85-fold per step on EDM's 5-step Karras grid, 42-fold on 5-step log-SNR-uniform grids.
+    """
+    return bool(edm_sigma_t > MAX_STAGE_RATIO * edm_sigma_s)
 
 
 def multistep_order(

@@ -13,20 +13,23 @@ prediction x0. Steps with infinite h need care:
 
 from __future__ import annotations
 
-import math
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from pixdiff.conditioning import Cond
 from pixdiff.samplers.common import (
-    MAX_STAGE_RATIO,
     Generators,
     half_log_snr,
+    large_stage_ratio,
     multistep_order,
     randn_like,
     run_steps,
 )
+
+# The orders of singlestep DPM-Solver: DPM-Solver-1, -2, -3 (Lu et al. 2022, Eq. 3.7, Alg. 1-2).
+Order = Literal[1, 2, 3]
 
 
 def _t_at(schedule, lam: Tensor) -> Tensor:
@@ -45,17 +48,13 @@ def dpm_solver_1(schedule, x: Tensor, t: Tensor, s: Tensor, eps: Tensor) -> Tens
 
 
 def dpm_solver_step(
-    denoiser, x: Tensor, t: Tensor, s: Tensor, *, order: int = 2, cond: Cond | None = None
+    denoiser, x: Tensor, t: Tensor, s: Tensor, *, order: Order = 2, cond: Cond | None = None
 ) -> Tensor:
     """One singlestep DPM-Solver-k step in noise prediction (Lu et al. 2022): k = 1 is Eq. 3.7,
     k = 2 is Alg. 1 (DPM-Solver-2, r1 = 1/2), k = 3 is Alg. 2 (DPM-Solver-3, r1 = 1/3,
-    r2 = 2/3); k NFE. A step with infinite h is the first-order step's limit (DDIM).
-
-    A step that shrinks sigma / alpha more than MAX_STAGE_RATIO-fold (h > ln 100) is taken at
-    first order, 1 NFE (see common.py): on the first step of a trailing grid on a discrete VP
-    schedule (h ~ 8) the intermediate evaluations at lambda_t + r h sit where the estimate
-    changes fastest, and DPM-Solver-2/3 there measured 4x the error of DDIM on the shipped
-    model. Grids of 5 or more log-SNR-uniform steps never reach the bound."""
+    r2 = 2/3); k NFE, the intermediate times at lambda_t + r h. DPM-Solver-1 equals DDIM
+    (eta = 0), and a step with infinite h is its limit. Where :func:`large_stage_ratio` holds
+    the step is first order, 1 NFE."""
     sched = denoiser.schedule
     lam_t = half_log_snr(sched, t)
     h = half_log_snr(sched, s) - lam_t
@@ -64,7 +63,7 @@ def dpm_solver_step(
         return sched.alpha(s) * den.x0 + sched.sigma(s) * den.eps
     eps_t, sigma_s = den.eps, sched.sigma(s)
     x_s = dpm_solver_1(sched, x, t, s, eps_t)
-    if order == 1 or h > math.log(MAX_STAGE_RATIO):
+    if order == 1 or large_stage_ratio(sched.edm_sigma(t), sched.edm_sigma(s)):
         return x_s
     r1 = 0.5 if order == 2 else 1 / 3
     u1 = _t_at(sched, lam_t + r1 * h)
@@ -77,32 +76,6 @@ def dpm_solver_step(
     x_u2 = dpm_solver_1(sched, x, t, u2, eps_t) - sched.sigma(u2) * r2 / r1 * phi_u2 * d1
     d2 = denoiser(x_u2, u2, cond).eps - eps_t
     return x_s - sigma_s / r2 * (torch.expm1(h) / h - 1) * d2
-
-
-def sample_dpm_solver(
-    denoiser,
-    x: Tensor,
-    ts: Tensor,
-    *,
-    order: int = 2,
-    cond: Cond | None = None,
-    generator: Generators = None,
-    progress: bool = False,
-) -> Tensor:
-    """Singlestep DPM-Solver-1/2/3 over the grid (Lu et al. 2022, Alg. 1-2); ``order`` NFE per
-    step (1 on a step to sigma = 0 or from zero SNR). DPM-Solver-1 equals DDIM (eta = 0).
-
-    Args:
-        order: 1, 2 or 3; the intermediate times are the points at lambda_t + r h.
-    """
-    if order not in (1, 2, 3):
-        raise ValueError(f"DPM-Solver order must be 1, 2 or 3, got {order}")
-
-    def step(x, t, s, i):
-        return dpm_solver_step(denoiser, x, t, s, order=order, cond=cond)
-
-    with torch.no_grad():
-        return run_steps(step, x, ts, progress=progress, desc=f"dpm-solver-{order}")
 
 
 # ----------------------------------------------------------------------------- DPM-Solver++
@@ -231,22 +204,3 @@ def dpmpp_2s_step(denoiser, x: Tensor, t: Tensor, s: Tensor, *, cond: Cond | Non
     return dpmpp_update(
         x, [x0_u], [lam_s, lam_t], sigma_t=sigma_t, alpha_s=sched.alpha(s), sigma_s=sched.sigma(s)
     )
-
-
-def sample_dpmpp_2s(
-    denoiser,
-    x: Tensor,
-    ts: Tensor,
-    *,
-    cond: Cond | None = None,
-    generator: Generators = None,
-    progress: bool = False,
-) -> Tensor:
-    """Singlestep DPM-Solver++(2S) over the grid (Lu et al. 2022b, Alg. 1); 2 NFE per step,
-    1 on a step to sigma = 0 (x_s = alpha_s x0)."""
-
-    def step(x, t, s, i):
-        return dpmpp_2s_step(denoiser, x, t, s, cond=cond)
-
-    with torch.no_grad():
-        return run_steps(step, x, ts, progress=progress, desc="dpm-solver++(2s)")

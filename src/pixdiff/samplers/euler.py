@@ -23,13 +23,7 @@ from torch import Tensor
 
 from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoised
-from pixdiff.samplers.common import (
-    MAX_STAGE_RATIO,
-    Generators,
-    randn_like,
-    run_steps,
-    scaled_sigma,
-)
+from pixdiff.samplers.common import Generators, large_stage_ratio, randn_like, run_steps
 
 
 def euler_scaled(x: Tensor, den: Denoised, alpha_t: Tensor, sigma_t: Tensor, sigma_to) -> Tensor:
@@ -48,31 +42,8 @@ def euler_step(denoiser, x: Tensor, t: Tensor, s: Tensor, *, cond: Cond | None =
     without the second-order correction); on every path this equals DDIM (eta = 0)."""
     sched = denoiser.schedule
     den = denoiser(x, t, cond)
-    x_s = euler_scaled(x, den, sched.alpha(t), scaled_sigma(sched, t), scaled_sigma(sched, s))
+    x_s = euler_scaled(x, den, sched.alpha(t), sched.edm_sigma(t), sched.edm_sigma(s))
     return sched.alpha(s) * x_s
-
-
-def sample_euler(
-    denoiser,
-    x: Tensor,
-    ts: Tensor,
-    *,
-    cond: Cond | None = None,
-    generator: Generators = None,
-    progress: bool = False,
-) -> Tensor:
-    """Euler sampling of the probability-flow ODE in the EDM variables (Karras et al. 2022,
-    Alg. 1 with Euler steps); first order, 1 NFE per step.
-
-    Args:
-        x: (N, ...) noise at ts[0]; ts: decreasing float64 grid (usually ending at 0).
-    """
-
-    def step(x, t, s, i):
-        return euler_step(denoiser, x, t, s, cond=cond)
-
-    with torch.no_grad():
-        return run_steps(step, x, ts, progress=progress, desc="euler")
 
 
 def churn(
@@ -81,9 +52,9 @@ def churn(
     """Raise x's noise from sigma~_t to sigma~_hat = (1 + gamma) sigma~_t (Karras et al. 2022,
     Alg. 2 lines 4-6); returns (x_hat, t_hat) on the path. t_hat is clipped at t_max = 1, where
     sigma~_hat is then the schedule's largest noise level."""
-    sigma_t = scaled_sigma(schedule, t)
+    sigma_t = schedule.edm_sigma(t)
     t_hat = schedule.t_from_log_snr(-2 * torch.log((1 + gamma) * sigma_t)).clamp(max=1.0)
-    sigma_hat = scaled_sigma(schedule, t_hat)
+    sigma_hat = schedule.edm_sigma(t_hat)
     z = randn_like(x, generator)
     x_hat = x / schedule.alpha(t) + (sigma_hat**2 - sigma_t**2).clamp_min(0).sqrt() * s_noise * z
     return schedule.alpha(t_hat) * x_hat, t_hat
@@ -103,20 +74,16 @@ def heun_step(
     """One step of Karras et al. 2022, Alg. 2 (Alg. 1 when gamma = 0) in x~ = x / alpha:
     churn to sigma~_hat, Euler to sigma~_s, then the trapezoidal (Heun) correction.
 
-    The correction is skipped (an Euler step, 1 NFE) on a step to sigma~ = 0, from sigma~ = inf,
-    and on a step that shrinks sigma~ more than MAX_STAGE_RATIO-fold: there the trapezoid adds
-    (sigma~_hat / sigma~_s) / 2 times the change of the x0 estimate, amplifying it a hundredfold
-    on the first step of a trailing grid on a VP schedule (sigma~ from ~1e4 to ~1e1). EDM's
-    Karras grids with 5 or more steps shrink sigma~ less than 100-fold per step (at most 85x,
-    on the 5-step grid's first steps) and are unaffected: Heun there is Alg. 1/2 as published."""
+    The correction is skipped (an Euler step, 1 NFE) where :func:`large_stage_ratio` holds: on
+    a step to sigma~ = 0 (Alg. 1 line 6), from sigma~ = inf, or across a huge drop of sigma~."""
     sched = denoiser.schedule
     if gamma > 0:
         x, t = churn(sched, x, t, gamma, s_noise, generator)
     a_t, a_s = sched.alpha(t), sched.alpha(s)
-    sigma_hat, sigma_s = scaled_sigma(sched, t), scaled_sigma(sched, s)
+    sigma_hat, sigma_s = sched.edm_sigma(t), sched.edm_sigma(s)
     den = denoiser(x, t, cond)
     x_s = euler_scaled(x, den, a_t, sigma_hat, sigma_s)
-    if sigma_s == 0 or torch.isinf(sigma_hat) or sigma_hat > MAX_STAGE_RATIO * sigma_s:
+    if large_stage_ratio(sigma_hat, sigma_s):
         return a_s * x_s
     d_s = denoiser(a_s * x_s, s, cond).eps  # d' at (x~_s, sigma~_s), Alg. 2 line 8
     return a_s * (x / a_t + (sigma_s - sigma_hat) * (den.eps + d_s) / 2)
@@ -146,7 +113,7 @@ def sample_heun(
     """
     if s_churn < 0 or s_noise < 0:
         raise ValueError(f"s_churn and s_noise must be >= 0, got {s_churn}, {s_noise}")
-    sigmas = scaled_sigma(denoiser.schedule, ts)
+    sigmas = denoiser.schedule.edm_sigma(ts)
     gamma_max = min(s_churn / (len(ts) - 1), math.sqrt(2) - 1)
 
     def step(x, t, s, i):
@@ -172,9 +139,14 @@ def euler_ancestral_step(
 ) -> Tensor:
     """Euler ancestral step in x~ = x / alpha (k-diffusion's sample_euler_ancestral and
     get_ancestral_step, Crowson 2022): Euler down to sigma_down, then fresh noise sigma_up with
-    sigma_down^2 + sigma_up^2 = sigma~_s^2; eta = 1 gives the DDPM posterior variance in sigma~."""
+    sigma_down^2 + sigma_up^2 = sigma~_s^2; 1 NFE.
+
+    Args:
+        eta: 0 = Euler (deterministic) to 1 = full ancestral noise, the DDPM posterior variance
+            in sigma~.
+    """
     sched = denoiser.schedule
-    sigma_t, sigma_s = scaled_sigma(sched, t), scaled_sigma(sched, s)
+    sigma_t, sigma_s = sched.edm_sigma(t), sched.edm_sigma(s)
     # sigma_up^2 = eta^2 sigma_s^2 (sigma_t^2 - sigma_s^2) / sigma_t^2, finite at sigma_t = inf
     sigma_up = (eta * sigma_s * (1 - (sigma_s / sigma_t) ** 2).sqrt()).clamp(max=sigma_s)
     sigma_down = (sigma_s**2 - sigma_up**2).sqrt()
@@ -183,31 +155,6 @@ def euler_ancestral_step(
     if s > 0:  # no noise on the last step, as DDPM (Ho et al. 2020, Alg. 2)
         x_s = x_s + sigma_up * randn_like(x, generator)
     return sched.alpha(s) * x_s
-
-
-def sample_euler_ancestral(
-    denoiser,
-    x: Tensor,
-    ts: Tensor,
-    *,
-    eta: float = 1.0,
-    cond: Cond | None = None,
-    generator: Generators = None,
-    progress: bool = False,
-) -> Tensor:
-    """Euler ancestral sampling in the EDM variables (k-diffusion); 1 NFE per step.
-
-    Args:
-        eta: 0 = Euler (deterministic) to 1 = full ancestral noise.
-    """
-    if eta < 0:
-        raise ValueError(f"euler-ancestral eta must be >= 0, got {eta}")
-
-    def step(x, t, s, i):
-        return euler_ancestral_step(denoiser, x, t, s, eta=eta, cond=cond, generator=generator)
-
-    with torch.no_grad():
-        return run_steps(step, x, ts, progress=progress, desc="euler-ancestral")
 
 
 def lms_coefficients(nodes: list[float], sigma_to: float) -> list[float]:
@@ -245,12 +192,12 @@ def sample_lms(
     if order not in (1, 2, 3, 4):
         raise ValueError(f"LMS order must be 1, 2, 3 or 4, got {order}")
     sched = denoiser.schedule
-    sigmas = scaled_sigma(sched, ts).tolist()
+    sigmas = sched.edm_sigma(ts).tolist()
     history: list[tuple[float, Tensor]] = []  # (sigma~_j, d_j), newest first
 
     def step(x, t, s, i):
         den = denoiser(x, t, cond)
-        sigma_t = scaled_sigma(sched, t)
+        sigma_t = sched.edm_sigma(t)
         if torch.isinf(sigma_t):  # zero SNR: Euler's limit; no history node at infinity
             return sched.alpha(s) * euler_scaled(x, den, sched.alpha(t), sigma_t, sigmas[i + 1])
         history.insert(0, (sigmas[i], den.eps))

@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from pixdiff.conditioning import Cond
-from pixdiff.samplers.common import Generators, randn_like, run_steps
+from pixdiff.samplers.common import Generators, randn_like
 from pixdiff.schedules import Schedule
 
 Predictor = Literal["euler-maruyama", "reverse-diffusion"]
@@ -53,55 +52,44 @@ def langevin_step(x: Tensor, score: Tensor, z: Tensor, snr: float, alpha_i: floa
     return x + step * score + (2 * step).sqrt() * z
 
 
-def sample_sde_pc(
+def sde_pc_step(
     denoiser,
     x: Tensor,
-    ts: Tensor,
+    t: Tensor,
+    s: Tensor,
     *,
     predictor: Predictor = "reverse-diffusion",
     corrector_steps: int = 1,
     snr: float = 0.16,
     cond: Cond | None = None,
     generator: Generators = None,
-    progress: bool = False,
 ) -> Tensor:
-    """Predictor-corrector sampling (Song et al. 2021, Alg. 2 for VE, Alg. 3 for VP, any path).
+    """One predictor-corrector step t -> s (Song et al. 2021, Alg. 2 for VE, Alg. 3 for VP, any
+    path): ``corrector_steps`` Langevin steps at t, then one predictor step to s; 1 +
+    corrector_steps NFE (the order of the paper's code).
 
-    Each step runs ``corrector_steps`` Langevin steps at t, then one predictor step to s:
-    1 + corrector_steps NFE per step (the order of the paper's code). Langevin uses alpha_i =
-    (alpha_t / alpha_s)^2, which is 1 - beta_i for VP (Alg. 5) and 1 for VE (Alg. 4). The final
-    step to sigma = 0 returns the denoised mean alpha_s x0 (Song et al.'s "denoise" option) and
-    adds no noise.
+    Langevin uses alpha_i = (alpha_t / alpha_s)^2, which is 1 - beta_i for VP (Alg. 5) and 1 for
+    VE (Alg. 4). The step to sigma = 0 returns the denoised mean alpha_s x0 (Song et al.'s
+    "denoise" option) and adds no noise.
 
     Args:
-        x: (N, C, H, W) noise at ts[0]; ts: decreasing grid ending at 0.
+        x: (N, C, H, W) the state at t; t > s: consecutive grid times (the grid ends at 0).
         predictor: euler-maruyama or reverse-diffusion (Song et al. 2021, Sec. 4.2, App. E).
         corrector_steps: Langevin steps per grid time (0 gives the predictor alone).
         snr: the corrector's signal-to-noise ratio r (0.16 in the paper's CIFAR-10 settings).
     """
-    if predictor not in ("euler-maruyama", "reverse-diffusion"):
-        raise ValueError(
-            f"unknown SDE predictor {predictor!r}; valid: euler-maruyama, reverse-diffusion"
-        )
-    if corrector_steps < 0 or snr <= 0:
-        raise ValueError(f"need corrector_steps >= 0 and snr > 0, got {corrector_steps}, {snr}")
     sched = denoiser.schedule
-    if predictor == "euler-maruyama" and sched.alpha(ts[0]) == 0:
+    if predictor == "euler-maruyama" and sched.alpha(t) == 0:
         raise ValueError(
             "euler-maruyama needs alpha > 0 at the first grid time (the SDE drift alpha'/alpha "
             "is infinite at zero SNR); use predictor='reverse-diffusion' or start below t = 1"
         )
-
-    def step(x, t, s, i):
-        alpha_i = (sched.alpha(t) / sched.alpha(s)).item() ** 2
-        for _ in range(corrector_steps):
-            score = -denoiser(x, t, cond).eps / sched.sigma(t)
-            x = langevin_step(x, score, randn_like(x, generator), snr, alpha_i)
-        d = denoiser(x, t, cond)
-        if sched.sigma(s) == 0:
-            return sched.alpha(s) * d.x0
-        mean, std = predictor_step(predictor, sched, x, -d.eps / sched.sigma(t), t, s)
-        return mean + std * randn_like(x, generator)
-
-    with torch.no_grad():
-        return run_steps(step, x, ts, progress=progress, desc="sde-pc")
+    alpha_i = (sched.alpha(t) / sched.alpha(s)).item() ** 2
+    for _ in range(corrector_steps):
+        score = -denoiser(x, t, cond).eps / sched.sigma(t)
+        x = langevin_step(x, score, randn_like(x, generator), snr, alpha_i)
+    d = denoiser(x, t, cond)
+    if sched.sigma(s) == 0:
+        return sched.alpha(s) * d.x0
+    mean, std = predictor_step(predictor, sched, x, -d.eps / sched.sigma(t), t, s)
+    return mean + std * randn_like(x, generator)

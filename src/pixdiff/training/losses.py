@@ -18,9 +18,10 @@ from torch import Tensor
 from pixdiff.conditioning import Cond
 from pixdiff.config import DiffusionConfig
 from pixdiff.denoiser import Denoised, Denoiser
-from pixdiff.eval.likelihood import reverse_log_variance, vlb_term
+from pixdiff.discrete_schedules import DiscreteSchedule
 from pixdiff.prediction import target_from_x0_eps
-from pixdiff.schedules import DiscreteSchedule, Schedule, q_sample
+from pixdiff.schedules import Schedule, q_sample
+from pixdiff.vlb import reverse_log_variance, vlb_term
 
 
 def sample_time(
@@ -106,7 +107,7 @@ def vlb_loss(schedule: Schedule, x0: Tensor, x_t: Tensor, t: Tensor, out: Denois
     (Nichol & Dhariwal 2021, Sec. 3.1, Eq. 16).
 
     L_t is the bound's term at the sampled timestep (KL for t > 1, the discretized decoder NLL
-    at t = 1; ``eval.likelihood.vlb_term``) under the learned variance (Eq. 15), with the
+    at t = 1; ``vlb.vlb_term``) under the learned variance (Eq. 15), with the
     gradient of the mean stopped so that L_vlb trains only the variance. With uniform t, T L_t
     is unbiased for L_vlb = sum_t L_t; at T = 1000 and weight 0.001 it is improved-diffusion's
     ``mse + vb``.

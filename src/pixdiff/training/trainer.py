@@ -7,11 +7,8 @@ is checkpointed with the global RNG (dropout); and the learning rate is a functi
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,43 +19,27 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from pixdiff import __version__
-from pixdiff.checkpoint import (
-    CONFIG,
-    EMA,
-    MODEL,
-    TRAIN_STATE,
-    load_state_into,
-    net_config_to_dict,
-    read_tensors,
-    save_tensors,
-    write_json,
-)
+from pixdiff.checkpoint import net_config_to_dict, pixdiff_version
 from pixdiff.config import TrainConfig, to_dict
 from pixdiff.data import ImageSet, batches, load_dataset
 from pixdiff.denoiser import Denoiser
 from pixdiff.nets import UNetConfig, build_net, preset
-from pixdiff.nets.text import TextConditionedNet, build_text_encoder
-from pixdiff.schedules import schedule_from_dict
-from pixdiff.training.conditioning import batch_inputs, cond_fields, grid_prompts, uses_text
+from pixdiff.nets.text import TextConditionedNet
+from pixdiff.rundir import RunDir, claim
+from pixdiff.schedule_registry import schedule_from_dict
+from pixdiff.train_state import restore_checkpoint, save_checkpoint
+from pixdiff.training.batch_inputs import batch_inputs, cond_fields, grid_prompts, uses_text
 from pixdiff.training.ema import EMA as EMAWeights
 from pixdiff.training.losses import diffusion_loss
 from pixdiff.training.records import CSVLog, periodic_eval, sample_grid
+from pixdiff.training.runtime import Dist, StopRequest, init_distributed, resolve_device
+
+# more classes than this is almost always a stray label id in metadata.jsonl (--force-classes)
+MAX_CLASSES = 10_000
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (NaN loss, bad setup); the message says what was kept."""
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass
@@ -69,55 +50,38 @@ class TrainState:
     generator: torch.Generator
     step: int = 0
 
+    def save(self, out: Path, config: dict) -> None:
+        """Write the run's checkpoint files (:func:`pixdiff.train_state.save_checkpoint`)."""
+        save_checkpoint(
+            out, net=self.net, ema=self.ema.module, optimizer=self.optimizer,
+            generator=self.generator, step=self.step, config=config,
+        )  # fmt: skip
+
+    def restore(self, out: Path) -> None:
+        """Continue from the run's train_state.safetensors (weights, optimizer, RNGs, step)."""
+        self.step = restore_checkpoint(
+            out, net=self.net, ema=self.ema.module, optimizer=self.optimizer,
+            generator=self.generator,
+        )  # fmt: skip
+
 
 # ----------------------------------------------------------------------------- setup
 
 
-def init_distributed(device: torch.device) -> Dist:
-    """Join the torchrun process group if launched by torchrun (gloo on CPU, nccl on CUDA)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"device {spec!r} requested but CUDA is not available")
-    return torch.device(spec)
-
-
-def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an existing run unless told to resume or overwrite."""
-    if resume and overwrite:
-        raise TrainingError("--resume and --overwrite contradict each other; pass one")
-    exists = out.exists() and any(out.iterdir())
-    if resume:
-        if not (out / TRAIN_STATE).exists():
-            raise TrainingError(f"cannot resume: {out / TRAIN_STATE} does not exist")
-        return
-    if exists and not overwrite:
-        raise TrainingError(
-            f"output directory {out} already exists; pass --resume to continue "
-            "that run or --overwrite to replace it"
-        )
-    if exists:
-        if not (out / CONFIG).exists():
-            raise TrainingError(f"refusing to overwrite {out}: it is not a pixdiff run directory")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def net_config_for(cfg: TrainConfig, data: ImageSet):
+def net_config_for(cfg: TrainConfig, data: ImageSet, *, force_classes: bool = False):
     """The network config: the preset, fitted to the data, its conditioning and
-    diffusion.learn_sigma (which doubles the output channels), then the user's overrides."""
+    diffusion.learn_sigma (which doubles the output channels), then the user's overrides.
+    More than MAX_CLASSES classes is refused unless ``force_classes``."""
     fitted = {"in_channels": data.images.shape[1], "image_size": data.images.shape[-1]}
     if isinstance(preset(cfg.model.preset), UNetConfig):
         fitted["out_channels"] = data.images.shape[1]
     fitted.update(cond_fields(cfg, data))
+    if fitted["num_classes"] > MAX_CLASSES and not force_classes:
+        raise TrainingError(
+            f"{cfg.data.name} has {fitted['num_classes']} classes (largest label id "
+            f"{fitted['num_classes'] - 1}), over the limit of {MAX_CLASSES}: is a label id in "
+            "metadata.jsonl a typo? Pass --force-classes to train with that many"
+        )
     fitted["learn_sigma"] = cfg.diffusion.learn_sigma
     _check_sr(cfg, data)
     asked = cfg.model.overrides.get("learn_sigma", cfg.diffusion.learn_sigma)
@@ -172,63 +136,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return o.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict, str]:
-    sd = opt.state_dict()
-    tensors = {
-        f"opt.{i}.{k}": torch.as_tensor(v) for i, s in sd["state"].items() for k, v in s.items()
-    }
-    return tensors, json.dumps(sd["param_groups"])
-
-
-def save_checkpoint(run_dir: Path, state: TrainState, config_json: dict) -> None:
-    """Write the run's files; train_state.safetensors alone is what resume reads."""
-    net_sd = state.net.state_dict()
-    ema_sd = state.ema.module.state_dict()
-    opt_t, groups = _opt_tensors(state.optimizer)
-    tensors = {
-        **{f"model.{k}": v for k, v in net_sd.items()},
-        **{f"ema.{k}": v for k, v in ema_sd.items()},
-        **opt_t,
-        "rng.torch": torch.get_rng_state(),
-        "rng.noise": state.generator.get_state(),
-    }
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    meta = {"step": str(state.step), "param_groups": groups, "pixdiff": __version__}
-    write_json(run_dir / CONFIG, config_json)
-    save_tensors(run_dir / MODEL, net_sd, {"step": str(state.step)})
-    save_tensors(run_dir / EMA, ema_sd, {"step": str(state.step)})
-    save_tensors(run_dir / TRAIN_STATE, tensors, meta)
-
-
-def restore_checkpoint(run_dir: Path, state: TrainState) -> None:
-    path = run_dir / TRAIN_STATE
-    tensors, meta = read_tensors(path)
-
-    def section(prefix):
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    load_state_into(state.net, section("model."), f"{path} (model)")
-    load_state_into(state.ema.module, section("ema."), f"{path} (ema)")
-    opt_state: dict = {}
-    for key, v in section("opt.").items():
-        i, name = key.split(".", 1)
-        opt_state.setdefault(int(i), {})[name] = v
-    groups = json.loads(meta["param_groups"])
-    try:
-        state.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-    except (ValueError, KeyError) as e:
-        raise TrainingError(f"{path}: optimizer state does not fit this model ({e})") from e
-    torch.set_rng_state(tensors["rng.torch"])
-    state.generator.set_state(tensors["rng.noise"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    state.step = int(meta["step"])
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -250,7 +157,7 @@ def build_state(
     torch.manual_seed(cfg.run.seed + rank)  # dropout draws from the global generator
     net = build_net(net_cfg)
     if text:
-        net = TextConditionedNet(net, build_text_encoder(cfg.text))
+        net = TextConditionedNet(net, cfg.text.build_encoder())
     net = net.to(device)
     if cfg.run.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -267,29 +174,6 @@ def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
     return b // k
 
 
-class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the step and stops."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def train(
     cfg: TrainConfig,
     out: str | Path,
@@ -297,11 +181,15 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    force_classes: bool = False,
 ) -> Path:
     """Train a diffusion model into run directory ``out``; returns its path.
 
-    Launch under ``torchrun --nproc_per_node=K`` for data-parallel training: each rank trains on
-    its shard; rank 0 writes checkpoints, samples and the log.
+    Everything that can fail (data, network, a dry batch, the checkpoint to resume) is checked
+    before the run directory is touched; ``overwrite`` replaces a finished run only once the new
+    one has its first checkpoint (:mod:`pixdiff.rundir`). Launch under ``torchrun
+    --nproc_per_node=K`` for data-parallel training: each rank trains on its shard; rank 0
+    locks the run and writes checkpoints, samples and the log.
     """
     out = Path(out)
     if cfg.run.threads:
@@ -309,9 +197,21 @@ def train(
     probe = resolve_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", 0)))
     world = init_distributed(probe)
     device = resolve_device(cfg.run.device, world.local_rank)
-    if world.is_main:
-        prepare_run_dir(out, resume=resume, overwrite=overwrite)
-    _barrier(world)
+    run = claim(out, resume=resume, overwrite=overwrite) if world.is_main else None
+    with run or nullcontext():
+        data, state, config_json = _setup(
+            cfg, out, world, device, resume=resume, force_classes=force_classes or resume
+        )
+        if run is not None:
+            run.open()
+        world.barrier()
+        _loop(cfg, out, state, data, world, device, config_json, run, progress=progress)
+    return out
+
+
+def _setup(cfg, out, world, device, *, resume, force_classes):
+    """Data, network, EMA and optimizer (restored on resume) and the run's config.json, checked
+    by a dry batch: everything that can fail before the run directory is touched."""
     data = load_dataset(
         cfg.data.name,
         image_size=cfg.data.image_size,
@@ -319,26 +219,53 @@ def train(
         split=cfg.data.split,
         skip_bad_images=cfg.data.skip_bad_images,
     )
-    net_cfg = net_config_for(cfg, data)
+    net_cfg = net_config_for(cfg, data, force_classes=force_classes)
     text = uses_text(cfg, data)
     state = build_state(cfg, net_cfg, device, world.rank, text=text)
     if text and world.is_main:
         state.net.text_encoder.tokenize(data.captions)  # warns once if captions get truncated
+    dry_batch(cfg, state, data, world, device)
     if resume:
-        restore_checkpoint(out, state)
+        state.restore(out)
     config_json = {
         "train": to_dict(cfg),
         "net": net_config_to_dict(net_cfg),
         "class_names": data.class_names if net_cfg.num_classes else None,
         "text_conditioned": text,
         "data": {"name": data.name, "size": len(data)},
-        "pixdiff": __version__,
+        "pixdiff": pixdiff_version(),
     }
-    _loop(cfg, out, state, data, world, device, config_json, progress=progress)
-    return out
+    return data, state, config_json
 
 
-def _loop(cfg, out, state, data, world, device, config_json, *, progress):
+def dry_batch(cfg: TrainConfig, state: TrainState, data: ImageSet, world: Dist, device) -> None:
+    """Run the network once on the first micro-batch without changing any state (weights,
+    RNGs), so that data the network cannot take fails before the run directory is touched."""
+    micro = micro_batch_size(cfg, world.world_size)
+    batch = next(
+        batches(
+            data, batch_size=micro, seed=cfg.run.seed, rank=world.rank,
+            world_size=world.world_size, flip=cfg.data.flip, device=device,
+        )
+    )  # fmt: skip
+    generator = torch.Generator().set_state(state.generator.get_state())
+    denoiser = make_denoiser(state.net, cfg, state.net.config.learn_sigma)
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices), autocast(cfg, device):
+            x0, cond = batch_inputs(cfg, state.net, batch, generator, device)
+            denoiser(x0, 0.5, cond)
+    except RuntimeError as e:  # torch's shape and memory errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainingError(f"a first batch through the network failed: {first}") from e
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    """bf16 autocast when ``run.precision`` asks for it, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16")
+
+
+def _loop(cfg, out, state, data, world, device, config_json, run: RunDir | None, *, progress):
     net_cfg = state.net.config
     train_net: nn.Module = state.net
     if world.world_size > 1:
@@ -349,10 +276,9 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
         train_net = torch.compile(train_net)
     denoiser = make_denoiser(train_net, cfg, net_cfg.learn_sigma)
     ema_denoiser = make_denoiser(state.ema.module, cfg, net_cfg.learn_sigma)
-    micro = micro_batch_size(cfg, world.world_size)
     stream = batches(
         data,
-        batch_size=micro,
+        batch_size=micro_batch_size(cfg, world.world_size),
         seed=cfg.run.seed,
         start_step=state.step * cfg.optim.grad_accum,
         rank=world.rank,
@@ -364,7 +290,9 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
     prompts = grid_prompts(data) if isinstance(state.net, TextConditionedNet) else None
     periodic = periodic_eval(cfg, data, net_cfg, out, state.step, device) if world.is_main else None
     if world.is_main and state.step == 0:
-        save_checkpoint(out, state, config_json)
+        state.save(out, config_json)
+    if run is not None:
+        run.commit()  # the new run has its first checkpoint: an old one it replaces can go
     bar = tqdm(
         total=cfg.run.steps,
         initial=state.step,
@@ -400,8 +328,8 @@ def _loop(cfg, out, state, data, world, device, config_json, *, progress):
             if world.is_main and (
                 done or (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0)
             ):
-                save_checkpoint(out, state, config_json)
-            _barrier(world)
+                state.save(out, config_json)
+            world.barrier()
             if stop.requested:
                 bar.close()
                 raise KeyboardInterrupt(
@@ -415,7 +343,7 @@ def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, devic
     lr = lr_at(state.step, cfg)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16")
+    amp = autocast(cfg, device)
     total = torch.zeros((), device=device)
     k = cfg.optim.grad_accum
     for micro in range(k):
@@ -447,11 +375,6 @@ def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, devic
     state.ema.update(state.net, state.step)
     state.step += 1
     return value, grad_norm
-
-
-def _barrier(world: Dist) -> None:
-    if world.world_size > 1:
-        dist.barrier()
 
 
 __all__ = ["TrainingError", "lr_at", "train"]

@@ -5,15 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from order_oracle import GAUSS, MU, S
 
 import pixdiff
 from pixdiff.samplers import SamplingError
-from pixdiff.schedules import get_schedule
+from pixdiff.schedule_registry import get_schedule
 from pixdiff.timesteps import time_grid
 from pixdiff.toy import GaussianMixture
-
-MU, S = [2.0, -1.0], 0.5
-GAUSS = GaussianMixture.gaussian(MU, S)
 
 
 def ddim_vs_exact(schedule, steps, n=2000, prediction="eps"):

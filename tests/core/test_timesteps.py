@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixdiff.schedules import SCHEDULE_NAMES, get_schedule
+from pixdiff.schedule_registry import SCHEDULE_NAMES, get_schedule
 from pixdiff.timesteps import SPACINGS, discrete_timesteps, karras_sigmas, time_grid
 
 

@@ -1,4 +1,5 @@
-"""What a run is conditioned on, and each training batch's Cond.
+"""The network inputs of a training batch: what a run is conditioned on, each batch's clean
+images x0 and its Cond.
 
 The rule: with ``data.conditional`` (the default) a model conditions on what its data has.
 Captions (the emoji set, a folder's ``metadata.jsonl`` ``text``) make it text-conditioned, and
@@ -14,10 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond, merge
-from pixdiff.config import TrainConfig
+from pixdiff.config import SRConfig, TrainConfig
 from pixdiff.data import Batch, ImageSet
-from pixdiff.low_res import random_crop, training_cond
+from pixdiff.low_res import aug_levels, downsample, low_res_cond, random_crop
 from pixdiff.nets.text import TextConditionedNet
+from pixdiff.schedule_registry import schedule_from_dict
 from pixdiff.training.losses import drop_labels, drop_prompts
 
 
@@ -60,6 +62,18 @@ def batch_inputs(
         images = random_crop(images, cfg.sr.crop_size, factor, generator)
         size = cfg.sr.crop_size // factor
     return images, merge(cond, training_cond(images, cfg.sr, generator, size=size))
+
+
+def training_cond(
+    images: Tensor, sr: SRConfig, generator: torch.Generator, *, size: int | None = None
+) -> Cond:
+    """A training batch's low-res Cond: ``images`` (N, C, H, W) area-downsampled to ``size``
+    (default ``sr.low_res_size``; a crop passes its own) and augmented at times uniform in
+    [0, ``sr.aug_max``]."""
+    low_res = downsample(images, size or sr.low_res_size)
+    levels = aug_levels(images.shape[0], sr.aug_max, generator)
+    noise = torch.randn(low_res.shape, generator=generator)
+    return low_res_cond(low_res, levels, schedule_from_dict(sr.aug_schedule), noise)
 
 
 def _steering_cond(

@@ -12,7 +12,7 @@ from pixdiff.prediction import (
     velocity,
     x0_eps_from_output,
 )
-from pixdiff.schedules import get_schedule
+from pixdiff.schedule_registry import get_schedule
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "vp-linear", "ve", "edm", "flow"])

@@ -1,0 +1,159 @@
+"""Checks of what a network is given: its inputs ``(x, c_noise, cond)`` against its config,
+and the strict dict round-trip of the frozen config dataclasses (JSON in run directories).
+
+Each raises one ValueError that names the problem, so a user's wrong image size or missing
+condition reads as a sentence, not as a shape error deep inside a convolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from pixdiff.conditioning import Cond, check_supported
+
+C = TypeVar("C")
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def check_image(x: Tensor, *, channels: int, multiple: int, who: str) -> None:
+    """Raise a ValueError unless ``x`` is (N, channels, H, W), H and W multiples of ``multiple``."""
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{who} expects x of shape (N, {channels}, H, W), got {tuple(x.shape)}")
+    if x.shape[2] % multiple or x.shape[3] % multiple:
+        raise ValueError(
+            f"{who} needs H and W divisible by {multiple}, got {x.shape[2]}x{x.shape[3]}; "
+            "resize or pad the image, or change the network's levels / patch size"
+        )
+
+
+def broadcast_c_noise(c_noise: Tensor | float, batch: int, device: torch.device) -> Tensor:
+    """Turn a scalar or (N,) noise level into an (N,) tensor on ``device``."""
+    c = torch.as_tensor(c_noise, device=device)
+    if c.dim() == 0:
+        c = c.expand(batch)
+    if c.shape != (batch,):
+        raise ValueError(f"c_noise must be a scalar or shape ({batch},), got {tuple(c.shape)}")
+    return c
+
+
+def check_cond(cond: Cond | None, *, batch: int, required: Sequence[str], who: str) -> Cond:
+    """Check ``cond`` carries exactly the fields a network was built for, with batch ``batch``.
+
+    ``context_mask`` is optional whenever ``context`` is required. Returns ``cond`` or an
+    empty Cond.
+    """
+    cond = Cond() if cond is None else cond
+    optional = {"context_mask"} if "context" in required else set()
+    check_supported(cond, set(required) | optional, who)
+    missing = [n for n in required if getattr(cond, n) is None]
+    if missing:
+        raise ValueError(
+            f"{who} was built for conditioning {list(required)} but cond lacks {missing}; "
+            "for an unconditional pass give the null label (id num_classes) / empty context"
+        )
+    for name in cond.present():
+        if getattr(cond, name).shape[0] != batch:
+            raise ValueError(f"cond.{name} has batch {getattr(cond, name).shape[0]}, x has {batch}")
+    return cond
+
+
+def check_shape(name: str, value: Tensor, expected: tuple[int, ...]) -> None:
+    """Raise a ValueError naming ``cond.<name>`` unless it has shape ``expected``."""
+    if tuple(value.shape) != expected:
+        raise ValueError(f"cond.{name} must have shape {expected}, got {tuple(value.shape)}")
+
+
+def check_context(
+    context: Tensor, context_mask: Tensor | None, *, batch: int, context_dim: int
+) -> None:
+    """Raise a ValueError unless context is (N, L, context_dim) and the mask (N, L) bool."""
+    if context.dim() != 3 or context.shape[0] != batch or context.shape[2] != context_dim:
+        raise ValueError(
+            f"cond.context must be (N={batch}, L, {context_dim}), got {tuple(context.shape)}"
+        )
+    if context_mask is None:
+        return
+    if context_mask.dtype != torch.bool or context_mask.shape != context.shape[:2]:
+        raise ValueError(
+            f"cond.context_mask must be bool of shape {tuple(context.shape[:2])} "
+            f"(True = real token), got {context_mask.dtype} {tuple(context_mask.shape)}"
+        )
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A frozen config dataclass as a JSON-ready dict (tuples become lists)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
+
+
+def check_config_ints(
+    config: Any, *, positive: Sequence[str] = (), non_negative: Sequence[str] = ()
+) -> None:
+    """Raise a ValueError naming every integer field of ``config`` outside its allowed range."""
+    bad = [
+        f"{n}={getattr(config, n)!r} (must be an int >= 1)"
+        for n in positive
+        if not isinstance(getattr(config, n), int) or getattr(config, n) < 1
+    ]
+    bad += [
+        f"{n}={getattr(config, n)!r} (must be an int >= 0)"
+        for n in non_negative
+        if not isinstance(getattr(config, n), int) or getattr(config, n) < 0
+    ]
+    if bad:
+        raise ValueError(f"invalid {type(config).__name__}: {', '.join(bad)}")
+
+
+def config_from_dict(cls: type[C], d: dict[str, Any]) -> C:
+    """Strictly rebuild a config dataclass from a dict read back from JSON.
+
+    Lists are restored to tuples; an unknown key raises a ValueError listing the valid keys.
+    """
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys are {valid}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def required_cond(config: Any) -> list[str]:
+    """Names of the Cond fields a network built from ``config`` needs on every call."""
+    low_res = config.low_res_channels > 0
+    wanted = {
+        "label": config.num_classes > 0,
+        "context": config.context_dim > 0,
+        "pooled": config.pooled_dim > 0,
+        "low_res": low_res,
+        "low_res_noise": low_res,
+    }
+    return [name for name, needed in wanted.items() if needed]
+
+
+def check_net_inputs(x: Tensor, cond: Cond | None, config: Any, *, multiple: int, who: str) -> Cond:
+    """Validate x and cond against a UNet/DiT config, raising ValueError naming the problem."""
+    c = config
+    check_image(x, channels=c.in_channels, multiple=multiple, who=who)
+    cond = check_cond(cond, batch=x.shape[0], required=required_cond(c), who=who)
+    if cond.context is not None:
+        check_context(cond.context, cond.context_mask, batch=x.shape[0], context_dim=c.context_dim)
+    if cond.pooled is not None:
+        check_shape("pooled", cond.pooled, (x.shape[0], c.pooled_dim))
+    if cond.low_res is not None:
+        if cond.low_res.dim() != 4 or cond.low_res.shape[1] != c.low_res_channels:
+            raise ValueError(
+                f"cond.low_res must be (N, {c.low_res_channels}, h, w), "
+                f"got {tuple(cond.low_res.shape)}"
+            )
+        check_shape("low_res_noise", cond.low_res_noise, (x.shape[0],))
+    return cond

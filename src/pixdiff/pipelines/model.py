@@ -1,0 +1,264 @@
+"""``pixdiff.load``: a model (or cascade) ready to draw images in one call.
+
+    import pixdiff
+    model = pixdiff.load("fashion")
+    images = model.generate(classes="sneaker", n=8, steps=20)
+    pixdiff.save_images(images, "out/sneakers")
+
+Names are the shipped models (:mod:`pixdiff.shipped`); anything else is a run directory or
+checkpoint file. ``generate`` takes class names or ids, or prompts, builds a
+:class:`~pixdiff.pipelines.steering.Steering` and a :class:`~pixdiff.sampling.Sampling`, and
+returns PIL images (or a tensor in [-1, 1] with ``output="tensor"``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from pixdiff.checkpoint import (
+    CONFIG,
+    EMA,
+    MODEL,
+    LoadedModel,
+    net_config_to_dict,
+    save_tensors,
+    write_json,
+)
+from pixdiff.checkpoint import load as load_run
+from pixdiff.config import DiffusionConfig, TrainConfig, to_dict
+from pixdiff.denoiser import Denoiser
+from pixdiff.guidance import GuidanceOptions
+from pixdiff.images import to_pil
+from pixdiff.pipelines.cascade import Stage, cascade
+from pixdiff.pipelines.generate import generate
+from pixdiff.pipelines.steering import ClassRequest, Steering
+from pixdiff.rundir import write_marker
+from pixdiff.sampling import Sampling, steps_for_nfe
+from pixdiff.schedule_registry import schedule_from_dict
+from pixdiff.shipped import SHIPPED_CASCADES, SHIPPED_RUNS, shipped_cascade, shipped_run
+
+Output = Literal["pil", "tensor"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One ``generate`` call's keywords, shared by models and cascades."""
+
+    classes: ClassRequest = None
+    prompts: str | Sequence[str] | None = None
+    n: int | None = None
+    steps: int | None = None
+    nfe: int | None = None
+    sampler: str | None = None
+    grid: str | None = None
+    guidance: float | None = None
+    negative_class: int | str | None = None
+    negative_prompt: str | None = None
+    options: GuidanceOptions | None = None
+
+    def count(self) -> int:
+        """n, else the number of classes or prompts given as a sequence, else 1."""
+        if self.n is not None:
+            return self.n
+        for given in (self.classes, self.prompts):
+            if given is not None and not isinstance(given, (str, int)):
+                return len(given)
+        return 1
+
+    def steering(self) -> Steering:
+        return Steering(
+            classes=self.classes,
+            prompts=self.prompts,
+            negative_class=self.negative_class,
+            negative_prompt=self.negative_prompt,
+            guidance=self.guidance,
+            options=self.options or GuidanceOptions(),
+        )
+
+    def sampling(self, run_config: dict) -> Sampling:
+        """The sampler and steps asked for, else the run's ``sample`` settings; ``nfe`` gives
+        the most steps of the sampler that fit that many network evaluations."""
+        sampler = self.sampler or run_config["train"]["sample"]["sampler"]
+        if self.nfe is not None and self.steps is not None:
+            raise ValueError("give steps or nfe, not both")
+        steps = self.steps or run_config["train"]["sample"]["steps"]
+        if self.nfe is not None:
+            steps = steps_for_nfe(sampler, self.nfe)
+        return Sampling(sampler, steps, self.grid)
+
+
+def _images(x: Tensor, output: Output) -> list[Image.Image] | Tensor:
+    if output == "tensor":
+        return x.clamp(-1, 1)
+    if output != "pil":
+        raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+    return [to_pil(img) for img in x.clamp(-1, 1)]
+
+
+class Generator(ABC):
+    """The one-call ``generate`` of a model or a cascade; subclasses draw a Request."""
+
+    def generate(
+        self,
+        classes: ClassRequest = None,
+        prompts: str | Sequence[str] | None = None,
+        *,
+        n: int | None = None,
+        steps: int | None = None,
+        nfe: int | None = None,
+        sampler: str | None = None,
+        grid: str | None = None,
+        guidance: float | None = None,
+        negative_class: int | str | None = None,
+        negative_prompt: str | None = None,
+        options: GuidanceOptions | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        output: Output = "pil",
+        progress: bool = False,
+    ) -> list[Image.Image] | Tensor:
+        """n images (default: one per class or prompt given as a list, else 1); image i uses
+        seed + i. ``classes`` are names (case-insensitive) or ids, or "all"; ``prompts`` for a
+        text-conditioned model. Sampler and steps default to the run's (every stage's own in a
+        cascade); ``nfe`` picks the most steps that fit the budget. Guidance defaults to the
+        run's scale where a class or prompt steers. Returns PIL images, or with
+        ``output="tensor"`` an (n, C, H, W) tensor in [-1, 1]."""
+        request = Request(
+            classes, prompts, n, steps, nfe, sampler, grid, guidance, negative_class,
+            negative_prompt, options,
+        )  # fmt: skip
+        x = self.draw(request, seed=seed, batch_size=batch_size, progress=progress)
+        return _images(x, output)
+
+    @abstractmethod
+    def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
+        """The request's n images, (n, C, H, W) unclipped."""
+
+
+@dataclass
+class Model(LoadedModel, Generator):
+    """A loaded run that draws images in one call; see :func:`load`."""
+
+    def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
+        """The request's images, unclipped."""
+        return generate(
+            self, request.steering(), request.sampling(self.config), n=request.count(),
+            seed=seed, batch_size=batch_size, device=self.device, progress=progress,
+        )  # fmt: skip
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def info(self) -> dict:
+        """What the model is: kind, image shape, classes, default sampling, source."""
+        kind = "unconditional"
+        if self.sr is not None:
+            kind = "super-resolution"
+        elif self.text_encoder is not None:
+            kind = "text"
+        elif self.num_classes:
+            kind = "class"
+        sample = self.config["train"]["sample"]
+        return {
+            "kind": kind,
+            "image_shape": list(self.image_shape),
+            "classes": self.class_names if self.num_classes else None,
+            "sampler": sample["sampler"],
+            "steps": sample["steps"],
+            "guidance": sample["guidance"],
+            "prediction": self.denoiser.prediction,
+            "path": str(self.path),
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the model as a run directory that ``pixdiff sample`` and :func:`load` read:
+        config.json, its weights (as both the raw and EMA weights) and pixdiff's run marker.
+        ``directory`` must not exist or be empty: nothing is overwritten."""
+        directory = Path(directory)
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise FileExistsError(f"{directory} exists and is not empty; save into a new folder")
+        directory.mkdir(parents=True, exist_ok=True)
+        state = self.net.state_dict()
+        save_tensors(directory / MODEL, state)
+        save_tensors(directory / EMA, state)
+        write_json(directory / CONFIG, self.config)
+        write_marker(directory)
+        return directory
+
+    @classmethod
+    def from_net(
+        cls,
+        net: nn.Module,
+        *,
+        schedule: str | dict = "linear",
+        prediction: str = "eps",
+        sigma_data: float = 0.5,
+        class_names: list[str] | None = None,
+        sample: dict | None = None,
+    ) -> Model:
+        """A model from a pixdiff network (UNet or DiT) trained in your own code, so that it
+        can be sampled, saved and loaded like a run.
+
+        Args:
+            schedule: a schedule name or its ``to_dict()`` form (e.g. ``{"kind": "cosine"}``).
+            sample: the run's sampling defaults (sampler, steps, guidance).
+        """
+        schedule = {"kind": schedule} if isinstance(schedule, str) else dict(schedule)
+        diffusion = DiffusionConfig(
+            schedule=schedule, prediction=prediction, sigma_data=sigma_data,
+            learn_sigma=net.config.learn_sigma,
+        )  # fmt: skip
+        train = to_dict(TrainConfig(diffusion=diffusion))
+        train["sample"].update(sample or {})
+        config = {"net": net_config_to_dict(net.config), "train": train, "class_names": class_names}
+        denoiser = Denoiser(
+            net, schedule_from_dict(schedule), prediction, sigma_data=sigma_data,
+            learn_sigma=net.config.learn_sigma,
+        )  # fmt: skip
+        return cls(denoiser, net, config, class_names, Path("<in memory>"))
+
+
+class CascadeModel(Generator):
+    """A base model and super-resolution stages drawn in one call; see :func:`load`."""
+
+    def __init__(self, models: Sequence[Model]):
+        self.models = list(models)
+
+    def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
+        """The last stage's images, unclipped; each stage samples as the request says, or as
+        its run's defaults."""
+        stages = [Stage(m, request.sampling(m.config)) for m in self.models]
+        return cascade(
+            stages, request.steering(), n=request.count(), seed=seed, batch_size=batch_size,
+            device=self.models[0].device, progress=progress,
+        )[-1]  # fmt: skip
+
+    def info(self) -> dict:
+        return {"kind": "cascade", "stages": [m.info() for m in self.models]}
+
+
+def load(
+    name_or_path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
+) -> Model | CascadeModel:
+    """A shipped model by name ("fashion", "emoji", "emoji-sr", "emoji-cascade") or a run
+    directory / .safetensors checkpoint, ready to ``generate``. Loading never executes code."""
+    name, path = str(name_or_path), Path(name_or_path)
+    if not path.exists() and name in SHIPPED_CASCADES:
+        runs = shipped_cascade(name)
+        return CascadeModel([_as_model(load_run(p, ema=ema, device=device)) for p in runs])
+    if not path.exists() and name in SHIPPED_RUNS:
+        path = shipped_run(name)
+    return _as_model(load_run(path, ema=ema, device=device))
+
+
+def _as_model(loaded: LoadedModel) -> Model:
+    return Model(**{f.name: getattr(loaded, f.name) for f in fields(LoadedModel)})
