@@ -77,25 +77,55 @@ def sample(
     """
     denoiser = _as_denoiser(model, schedule, prediction, sigma_data, learn_sigma)
     run = Sampling(sampler, steps, spacing, options)
-    ts = run.grid(denoiser.schedule)
+    return draw(
+        denoiser, shape_or_noise, run, cond=cond, seed=seed, device=device, dtype=dtype,
+        progress=progress,
+    )  # fmt: skip
+
+
+def draw(
+    denoiser: Denoiser,
+    shape_or_noise: Sequence[int] | Tensor,
+    sampling: Sampling,
+    *,
+    cond: Cond | None = None,
+    seed: int | Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> Tensor:
+    """Samples of a denoiser (or guidance wrapper) as ``sampling`` says, from noise of
+    ``shape_or_noise`` scaled to the prior (see :func:`sample` for the arguments)."""
+    ts = sampling.grid(denoiser.schedule)
     x, generators = _initial_noise(shape_or_noise, seed, device, dtype)
     x = x * denoiser.schedule.prior_std()
-    return run(denoiser, x, ts, cond=cond, generators=generators, progress=progress)
+    return sampling(denoiser, x, ts, cond=cond, generators=generators, progress=progress)
 
 
 @dataclass(frozen=True)
 class Sampling:
     """How to sample: a registered sampler, its steps, the time grid (None: by schedule, see
-    :func:`default_spacing`) and the sampler's own options (e.g. ``{"eta": 0.5}`` for ddim)."""
+    :func:`default_spacing`) and the sampler's own options (e.g. ``{"eta": 0.5}`` for ddim).
+
+    ``times``, when given, is the grid itself (``steps + 1`` decreasing times ending at 0, e.g.
+    a grid tuned for this model) and replaces ``spacing``.
+    """
 
     sampler: str = "ddim"
     steps: int = 50
     spacing: Spacing | None = None
     options: Mapping | None = None
+    times: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.times is not None:
+            check_times(self.times, self.steps)
 
     def grid(self, schedule: Schedule) -> Tensor:
         """The decreasing grid of ``steps + 1`` times, ending at 0."""
         _check_steps(self.sampler, self.steps)
+        if self.times is not None:
+            return torch.tensor(self.times, dtype=torch.float64)
         return time_grid(schedule, self.steps, spacing=self.spacing or default_spacing(schedule))
 
     def __call__(
@@ -113,6 +143,16 @@ class Sampling:
         _check_steps(self.sampler, len(ts) - 1)
         run = get_sampler(self.sampler).bind(self.options)
         return run(denoiser, x, ts, cond=cond, generator=generators, progress=progress)
+
+
+def check_times(times: Sequence[float], steps: int) -> None:
+    """Raise unless ``times`` is a grid of ``steps + 1`` strictly decreasing times in [0, 1]
+    ending at 0."""
+    t = torch.tensor(list(times), dtype=torch.float64)
+    if t.dim() != 1 or len(t) != steps + 1:
+        raise ValueError(f"a grid of {steps} steps has {steps + 1} times, got {len(t)}")
+    if not bool(torch.isfinite(t).all()) or t[0] > 1 or t[-1] != 0 or bool((t[1:] >= t[:-1]).any()):
+        raise ValueError(f"a time grid must decrease strictly from <= 1 to 0, got {t.tolist()}")
 
 
 def _check_steps(sampler: str, steps: int) -> None:

@@ -13,7 +13,7 @@ from pixdiff.conditioning import Cond, merge
 from pixdiff.denoiser import Denoised
 from pixdiff.guidance import DenoiserWrapper
 from pixdiff.pipelines.steering import Steerable, Steering
-from pixdiff.sampling import Sampling, sample
+from pixdiff.sampling import Sampling, draw
 
 
 class Generative(Steerable, Protocol):
@@ -79,19 +79,10 @@ def generate(
         if recorder is not None and start == 0:
             recorder.denoiser = use
             use = recorder
-        x = sample(
-            use,
-            (stop - start, *model.image_shape),
-            sampler=sampling.sampler,
-            steps=sampling.steps,
-            cond=part,
-            seed=seed + start,
-            options=sampling.options,
-            device=device,
-            progress=progress,
-            dtype=dtype,
-            spacing=sampling.spacing,
-        )
+        x = draw(
+            use, (stop - start, *model.image_shape), sampling, cond=part, seed=seed + start,
+            device=device, dtype=dtype, progress=progress,
+        )  # fmt: skip
         out.append(x.cpu())
     return torch.cat(out)
 
