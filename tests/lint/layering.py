@@ -4,8 +4,8 @@ the layers, no two modules import each other (directly or round a loop), no file
 Each module is parsed with ``ast``, never imported. Imports inside functions count as much as
 imports at the top of a module: deferring an import hides a dependency, it does not remove it.
 
-Run ``python tests/layering.py`` (``make lint`` does): it prints one line per problem and exits
-with status 1 if there is any. ``tests/test_layering.py`` runs the same check under pytest.
+Run ``python tests/lint/layering.py`` (``make lint`` does): it prints one line per problem and exits
+with status 1 if there is any. ``tests/lint/test_layering.py`` runs the same check under pytest.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "pixdiff"
 MAX_LINES = 400
 
@@ -114,7 +114,7 @@ def layer_problems(modules: dict[str, Path], imports: list[Import]) -> list[str]
     """Modules in no layer, and imports of a higher layer."""
     order = list(LAYERS)
     problems = [
-        f"{shown(path)}: module {name} is in no layer; add it to LAYERS in tests/layering.py"
+        f"{shown(path)}: module {name} is in no layer; add it to LAYERS in tests/lint/layering.py"
         for name, path in modules.items()
         if layer_of(name) is None
     ]

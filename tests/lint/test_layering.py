@@ -1,4 +1,4 @@
-"""The import layering of src/pixdiff (tests/layering.py, also run by ``make lint``), and the
+"""The import layering of src/pixdiff (tests/lint/layering.py, also run by ``make lint``), and the
 checker itself on a small made-up package."""
 
 from pathlib import Path
