@@ -28,7 +28,7 @@ from pixdiff.samplers.ddpm import ddpm_step
 from pixdiff.samplers.deis import sample_deis
 from pixdiff.samplers.dpm_solver import dpm_solver_step, dpmpp_2s_step, sample_dpmpp_multistep
 from pixdiff.samplers.euler import euler_ancestral_step, euler_step, sample_heun, sample_lms
-from pixdiff.samplers.pndm import pndm_nfe, sample_plms, sample_pndm
+from pixdiff.samplers.pndm import pndm_nfe, sample_pndm
 from pixdiff.samplers.sde import sde_pc_step
 from pixdiff.samplers.unipc import sample_unipc
 
@@ -231,8 +231,11 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "unipc-bh1": SamplerSpec(loop=sample_unipc, defaults={"variant": "bh1"}),
     "unipc-bh2": SamplerSpec(loop=sample_unipc, defaults={"variant": "bh2"}),
     "deis": SamplerSpec(loop=sample_deis),
-    "plms": SamplerSpec(loop=sample_plms),
-    "pndm": SamplerSpec(loop=sample_pndm, nfe=lambda steps, _: pndm_nfe(steps)),
+    "plms": SamplerSpec(loop=sample_pndm, defaults={"pseudo_rk": False}),
+    "pndm": SamplerSpec(
+        loop=sample_pndm,
+        nfe=lambda steps, o: pndm_nfe(steps) if o.get("pseudo_rk", True) else steps,
+    ),
     # adaptive dopri5 on the probability-flow ODE (adaptive.py): NFE set by rtol/atol, not by
     # steps (nfe_per_step is nominal; options={"stats": {}} reports the count)
     "ode-rk45": SamplerSpec(loop=sample_ode_rk45),
@@ -293,7 +296,6 @@ __all__ = [
     "sample_heun",
     "sample_lms",
     "sample_ode_rk45",
-    "sample_plms",
     "sample_pndm",
     "sample_sde_pc",
     "sample_unipc",

@@ -112,46 +112,29 @@ def pseudo_numerical_steps(denoiser, ts: Tensor, cond: Cond | None, *, pseudo_rk
     return step
 
 
-def sample_plms(
-    denoiser,
-    x: Tensor,
-    ts: Tensor,
-    *,
-    cond: Cond | None = None,
-    generator: Generators = None,
-    progress: bool = False,
-) -> Tensor:
-    """PLMS sampling (Liu et al. 2022, Sec. 4.2, with an Adams-Bashforth warm-up); 1 NFE per step.
-
-    The weights assume equal steps in the grid index, as in the paper and its code. On the final
-    step to t = 0 the transfer needs no eps there: x_0 = alpha_0 x0' with x0' built from eps'.
-
-    Args:
-        x: (N, C, H, W) noise at ts[0]; ts: decreasing grid ending at 0.
-    """
-    step = pseudo_numerical_steps(denoiser, ts, cond, pseudo_rk=False)
-    with torch.no_grad():
-        return run_steps(step, x, ts, progress=progress, desc="plms")
-
-
 def sample_pndm(
     denoiser,
     x: Tensor,
     ts: Tensor,
     *,
+    pseudo_rk: bool = True,
     cond: Cond | None = None,
     generator: Generators = None,
     progress: bool = False,
 ) -> Tensor:
-    """PNDM sampling (Liu et al. 2022, Alg. 2): three pseudo Runge-Kutta steps, then PLMS.
+    """PNDM sampling (Liu et al. 2022, Alg. 2): three pseudo Runge-Kutta steps, then PLMS; with
+    ``pseudo_rk`` False, PLMS throughout (Sec. 4.2, with an Adams-Bashforth warm-up), 1 NFE per
+    step.
 
-    NFE: at most ``pndm_nfe`` (steps + 9 from four steps on). The step to t = 0 is always a PLMS
-    step, since the Runge-Kutta stages would need eps at t = 0, where it is undefined; so is a
-    warm-up step where :func:`large_stage_ratio` holds.
+    The PLMS weights assume equal steps in the grid index, as in the paper and its code. On the
+    final step to t = 0 the transfer needs no eps there: x_0 = alpha_0 x0' with x0' built from
+    eps'. PNDM's NFE is at most ``pndm_nfe`` (steps + 9 from four steps on). The step to t = 0
+    is always a PLMS step, since the Runge-Kutta stages would need eps at t = 0, where it is
+    undefined; so is a warm-up step where :func:`large_stage_ratio` holds.
 
     Args:
         x: (N, C, H, W) noise at ts[0]; ts: decreasing grid ending at 0.
     """
-    step = pseudo_numerical_steps(denoiser, ts, cond, pseudo_rk=True)
+    step = pseudo_numerical_steps(denoiser, ts, cond, pseudo_rk=pseudo_rk)
     with torch.no_grad():
-        return run_steps(step, x, ts, progress=progress, desc="pndm")
+        return run_steps(step, x, ts, progress=progress, desc="pndm" if pseudo_rk else "plms")
