@@ -147,7 +147,7 @@ def _prepare(path: Path, *, overwrite: bool, names: list[str]) -> None:
     if not overwrite:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputDirError(
-            f"--out {path} is not empty ({shown}); choose a new directory, leave --out out "
+            f"--out {path} is not empty ({shown}); choose a new directory, omit --out "
             "for a fresh one, or add --overwrite-out to replace an earlier pixdiff output there"
         )
     listed = _manifest(path)
