@@ -6,11 +6,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch 2.13.0 is the CPU build available from local disk on this kind of machine
 TORCH  ?= torch==2.13.0
-DEBS   := dataset-fashion-mnist fonts-noto-color-emoji
+DEBS   := dataset-fashion-mnist fonts-noto-color-emoji chromium chromium-driver
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-all lint format clean
+.PHONY: setup demo test test-all test-reliability lint format clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	fi
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,serve]"
 	@touch $(STAMP)
 
 demo: setup
@@ -33,6 +33,13 @@ test: setup
 
 test-all: setup
 	$(BIN)/pytest -m "slow or not slow"
+
+# the full fault-injection suite of RELIABILITY.md (`make test` runs its fast subset); its
+# figures go to out/reliability-summary.json
+test-reliability: setup
+	@mkdir -p out
+	PIXDIFF_RELIABILITY_SUMMARY=out/reliability-summary.json \
+	  $(BIN)/pytest -p no:cacheprovider tests/reliability -m "reliability or not reliability"
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -11,8 +11,8 @@ from pixdiff.pipelines.generate import generate
 from pixdiff.pipelines.model import CascadeModel, Model, load
 from pixdiff.pipelines.steering import Steering
 from pixdiff.prediction import PREDICTION_TYPES
+from pixdiff.samplers import Picard, sample_ddim, sample_ddpm
 from pixdiff.samplers import available as available_samplers
-from pixdiff.samplers import sample_ddim, sample_ddpm
 from pixdiff.sampling import Sampling, sample
 from pixdiff.schedule_registry import get_schedule, schedule_from_dict
 from pixdiff.schedules import (
@@ -33,6 +33,7 @@ __all__ = [
     "PREDICTION_TYPES",
     "CascadeModel",
     "Model",
+    "Picard",
     "Steering",
     "Sampling",
     "Stage",

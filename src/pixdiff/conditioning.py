@@ -26,6 +26,9 @@ class Cond:
             by conditioning augmentation (see :mod:`pixdiff.low_res`).
         low_res_noise: (N,) float, the augmentation time t in [0, 1] of ``low_res`` on the
             run's ``sr.aug_schedule`` (0: the clean low-res image).
+        guidance: (N,) float, the classifier-free guidance scale w as an input, for a network
+            distilled from a guided teacher (guided distillation, Meng et al. 2023); sampled
+            with one pass per step instead of the two of CFG.
     """
 
     label: Tensor | None = None
@@ -34,6 +37,7 @@ class Cond:
     pooled: Tensor | None = None
     low_res: Tensor | None = None
     low_res_noise: Tensor | None = None
+    guidance: Tensor | None = None
 
     def present(self) -> list[str]:
         """Names of the fields that are set."""

@@ -32,9 +32,15 @@ class DiskFullError(OSError):
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write bytes to ``path`` via a temp file in the same directory, fsync, rename, fsync dir.
 
-    Raises DiskFullError (the old file untouched, the temp file removed) when the disk is full.
+    Raises DiskFullError (the old file untouched, the temp file removed) when the disk is full,
+    IsADirectoryError or ValueError for a directory or a special file (a device such as
+    /dev/null, a pipe), which a rename would replace.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a file")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a device or a pipe?); not replacing it")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         _write_and_replace(path, data)

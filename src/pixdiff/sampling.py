@@ -12,7 +12,14 @@ from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoiser
 from pixdiff.discrete_schedules import DiscreteSchedule
 from pixdiff.prediction import PredictionType
-from pixdiff.samplers import get_sampler, per_sample_generators, randn
+from pixdiff.samplers import (
+    SAMPLERS,
+    Picard,
+    get_sampler,
+    per_sample_generators,
+    randn,
+    sample_picard,
+)
 from pixdiff.schedule_registry import get_schedule
 from pixdiff.schedules import EDMSchedule, Schedule
 from pixdiff.timesteps import Spacing, time_grid
@@ -109,6 +116,10 @@ class Sampling:
 
     ``times``, when given, is the grid itself (``steps + 1`` decreasing times ending at 0, e.g.
     a grid tuned for this model) and replaces ``spacing``.
+
+    ``parallel``, when given, runs the sampler's one-step form by Picard iteration (ParaDiGMS,
+    :func:`pixdiff.samplers.sample_picard`): the same NFE in fewer sequential network rounds,
+    converging to the sequential sample as its tolerance goes to 0.
     """
 
     sampler: str = "ddim"
@@ -116,10 +127,17 @@ class Sampling:
     spacing: Spacing | None = None
     options: Mapping | None = None
     times: tuple[float, ...] | None = None
+    parallel: Picard | None = None
 
     def __post_init__(self):
         if self.times is not None:
             check_times(self.times, self.steps)
+        if self.parallel is not None and get_sampler(self.sampler).step is None:
+            one_step = ", ".join(name for name, spec in SAMPLERS.items() if spec.step is not None)
+            raise ValueError(
+                f"--parallel picard needs a sampler with a one-step form ({one_step}); "
+                f"{self.sampler} is multistep"
+            )
 
     def grid(self, schedule: Schedule) -> Tensor:
         """The decreasing grid of ``steps + 1`` times, ending at 0."""
@@ -141,7 +159,14 @@ class Sampling:
         """Run the sampler from x at ts[0] over the decreasing grid ``ts``: the whole
         :meth:`grid`, its tail (img2img) or one step of it (inpainting)."""
         _check_steps(self.sampler, len(ts) - 1)
-        run = get_sampler(self.sampler).bind(self.options)
+        spec, p = get_sampler(self.sampler), self.parallel
+        if p is not None:
+            return sample_picard(
+                spec.one_step(self.options), denoiser, x, ts, window=p.window,
+                tolerance=p.tolerance, stats=p.stats, cond=cond, generator=generators,
+                progress=progress,
+            )  # fmt: skip
+        run = spec.bind(self.options)
         return run(denoiser, x, ts, cond=cond, generator=generators, progress=progress)
 
 

@@ -9,6 +9,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 # name -> run directory; each has a README with its training command and scores
 SHIPPED_RUNS = {
     "fashion": ASSETS / "fashion_unet",  # Fashion-MNIST 28x28, class-conditional
+    # the same, progressively distilled to 2 DDIM steps at guidance 2 (pixdiff distill)
+    "fashion-distilled": ASSETS / "fashion_distilled",
     "emoji": ASSETS / "emoji_unet",  # emoji 32x32, text-to-image
     "emoji-sr": ASSETS / "emoji_sr",  # emoji 32 -> 64 super-resolution
 }

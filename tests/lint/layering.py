@@ -34,7 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": ("pixdiff.data", "pixdiff.images"),
     "store": (
         "pixdiff.checkpoint", "pixdiff.config", "pixdiff.rundir", "pixdiff.train_state",
-        "pixdiff.shipped", "pixdiff.classifier_store", "pixdiff.interop",
+        "pixdiff.shipped", "pixdiff.classifier_store", "pixdiff.interop", "pixdiff.tuned_grids",
     ),
     "pipelines": ("pixdiff.pipelines",),
     "eval": ("pixdiff.eval",),

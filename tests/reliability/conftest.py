@@ -1,14 +1,36 @@
-"""A tiny finished run, trained once per session, and a fresh copy of it for each test."""
+"""A tiny finished run, trained once per session, and a fresh copy of it for each test; the
+reference runs the fault trials are compared with; and the suite's summary, written as JSON to
+$PIXDIFF_RELIABILITY_SUMMARY when that is set (RELIABILITY.md quotes it)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
-from tiny_runs import image_folder, train_argv
+from faults import TALLY
+from tiny_runs import LONG_STEPS, image_folder, input_images, long_argv, train_argv
 
 from pixdiff.cli.main import main
+
+SUMMARY = "PIXDIFF_RELIABILITY_SUMMARY"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def summary(request):
+    """Write what the suite did (faults.TALLY) to $PIXDIFF_RELIABILITY_SUMMARY at the end."""
+    start = time.monotonic()
+    yield TALLY
+    path = os.environ.get(SUMMARY)
+    if path:
+        TALLY.write(
+            Path(path),
+            tests_failed=request.session.testsfailed,
+            seconds=round(time.monotonic() - start, 1),
+            cpus=os.cpu_count(),
+        )
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +49,22 @@ def finished_run(tiny_data, tmp_path_factory) -> Path:
 def run_copy(finished_run, tmp_path) -> Path:
     """A copy of the finished 2-step run that a test may change."""
     return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def reference_run(tiny_data, tmp_path_factory) -> Path:
+    """An uninterrupted run of LONG_STEPS steps, what every interrupted one must end as."""
+    out = tmp_path_factory.mktemp("runs") / f"reference-{LONG_STEPS}"
+    assert main(long_argv(tiny_data, out)) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def paths(tiny_data, finished_run, tmp_path_factory) -> dict[str, Path]:
+    """What :func:`tiny_runs.cheap_argv` needs: the finished run, a 4 -> 8 super-resolution
+    run, the data, input images and a copy of the run for tune-grid to write into."""
+    sr = tmp_path_factory.mktemp("runs") / "sr"
+    assert main(train_argv(tiny_data, sr, "--sr-from", "4")) == 0
+    images = input_images(tmp_path_factory.mktemp("inputs"))
+    tune = shutil.copytree(finished_run, tmp_path_factory.mktemp("runs") / "tune")
+    return {"run": finished_run, "sr": sr, "data": tiny_data, "tune": tune, **images}

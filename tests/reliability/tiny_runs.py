@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from pixdiff import checkpoint
+from pixdiff.checkpoint import read_tensors
 from pixdiff.cli.main import main
 from pixdiff.files import DiskFullError
 from pixdiff.rundir import LOCK
@@ -78,3 +80,85 @@ def error_line(err: str) -> str:
     lines = [ln for ln in err.splitlines() if ln.strip() and not any(n in ln for n in noise)]
     assert len(lines) == 1, err
     return lines[0]
+
+
+# ----------------------------------------------------------------------------- long runs
+
+LONG_STEPS = 12  # the runs that the fault trials interrupt, checkpointed at every step
+
+
+def long_argv(data: Path, out: Path, *extra: str) -> list[str]:
+    """`pixdiff train` of LONG_STEPS steps with a checkpoint after every step."""
+    return train_argv(data, out, "--set", "run.checkpoint_every=1", *extra, steps=LONG_STEPS)
+
+
+def differences(run: Path, reference: Path) -> list[str]:
+    """What differs between two runs' weights, EMA weights and train state (tensors and the
+    step), by file and key; empty if they are bit-identical."""
+    found = []
+    for name in (checkpoint.MODEL, checkpoint.EMA, checkpoint.TRAIN_STATE):
+        (a, meta_a), (b, meta_b) = read_tensors(run / name), read_tensors(reference / name)
+        if sorted(a) != sorted(b) or meta_a.get("step") != meta_b.get("step"):
+            found.append(f"{name}: keys or step")
+            continue
+        found += [f"{name}: {k}" for k in sorted(a) if not torch.equal(a[k], b[k])]
+    return found
+
+
+def logged_steps(run: Path) -> list[int]:
+    """The steps of log.csv's rows, in order."""
+    return [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
+
+
+# ----------------------------------------------------------------------------- every command
+
+
+def input_images(root: Path) -> dict[str, Path]:
+    """An 8x8 RGB input (edit, inpaint), a 4x4 one (upscale of the 4 -> 8 run) and an 8x8 mask."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    paths = {"in8": root / "in8.png", "in4": root / "in4.png", "mask8": root / "mask8.png"}
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(paths["in8"])
+    Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(paths["in4"])
+    Image.fromarray(((rng.random((8, 8)) > 0.5) * 255).astype(np.uint8)).save(paths["mask8"])
+    return paths
+
+
+def cheap_argv(command: str, p: dict[str, Path], out: Path) -> list[str]:
+    """A fast, successful invocation of ``command`` (as build_parser names it: 'bench samplers')
+    on the tiny runs; ``p`` holds the paths 'run', 'sr', 'data', 'in8', 'in4', 'mask8' and
+    'tune' (a run that tune-grid may write into)."""
+    steps = ["--steps", "1", "--no-progress", "--out", out]
+    table = {
+        "train": train_argv(p["data"], out),
+        "sample": ["sample", p["run"], "-n", "1", *steps],
+        "edit": ["edit", p["run"], "--input", p["in8"], "--strength", "0.5", *steps],
+        "inpaint": ["inpaint", p["run"], "--input", p["in8"], "--mask", p["mask8"], *steps],
+        "upscale": ["upscale", p["sr"], "--input", p["in4"], *steps],
+        "eval": [
+            "eval", p["run"], "--metrics", "bpd", "--bpd-n", "2", "--bpd-t-samples", "2",
+            "--no-progress", "--out", out / "eval.json",
+        ],
+        "bench samplers": [
+            "bench", "samplers", p["run"], "--samplers", "ddim", "--nfe", "2", "-n", "1",
+            "--reference-steps", "2", "--no-progress", "--out", out,
+        ],
+        "train-classifier": [
+            "train-classifier", "--data", p["data"], "--out", out, "--steps", "1",
+            "--batch-size", "2", "--image-size", "8", "--no-progress",
+        ],
+        "distill": [
+            "distill", p["run"], "--method", "progressive", "--out", out, "--steps", "1",
+            "--teacher-steps", "2", "--iters", "1", "--batch-size", "4", "--no-progress",
+            "--set", "run.threads=1",
+        ],
+        "demo": ["demo", "--out", out],
+        "serve": ["serve", p["run"], "--port", "0"],  # with uvicorn.run stubbed (test_cli_fuzz)
+        "tune-grid": [
+            "tune-grid", p["tune"], "--nfe", "2", "--n", "1", "--reference-steps", "2",
+            "--candidates", "3", "--refine", "1", "--no-progress",
+        ],
+    }  # fmt: skip
+    if command not in table:
+        raise KeyError(f"no fast invocation of {command!r}: add one to tiny_runs.cheap_argv")
+    return [str(a) for a in table[command]]

@@ -28,6 +28,7 @@ from pixdiff.eval.sampler_sweep import (
 from pixdiff.files import atomic_write
 from pixdiff.pipelines.steering import class_ids, class_names
 from pixdiff.timesteps import SPACINGS
+from pixdiff.tuned_grids import TUNED, find_grid, missing_message
 
 
 def add_parser(sub) -> None:
@@ -89,7 +90,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--guidance", type=flags.finite, default=1.0, help="classifier-free guidance w")
     p.add_argument(
-        "--grid", default=None, choices=SPACINGS, help="time grid (default: by schedule)"
+        "--grid",
+        default=None,
+        help="comma-separated time grids to sweep, from: "
+        f"{', '.join(SPACINGS)}, {TUNED} (the run's tuned grids, `pixdiff tune-grid`, "
+        "where it has one for the sampler and budget); default: by schedule",
     )
     p.add_argument("--seed", type=flags.seed, default=0, help="seed; image i uses seed + i")
     p.add_argument("--out", default="out/bench-samplers", help="output directory")
@@ -112,13 +117,14 @@ def parse_list(text: str, kind: type, what: str) -> list:
 
 def run_samplers(args) -> int:
     samplers = parse_list(args.samplers, str, "--samplers")
-    nfes = parse_list(args.nfe, int, "--nfe")
+    nfes = [flags.nfe_budget(nfe) for nfe in parse_list(args.nfe, int, "--nfe")]
     check_samplers(samplers, pathwise=args.metric == "rmse")
     check_samplers([args.reference_sampler])
     if args.num < 1 or args.reference_steps < 2:
         raise ValueError("-n must be >= 1 and --reference-steps >= 2")
     model = load_model(args.run, ema=not args.raw, device=args.device)
     labels = class_ids(args.class_, class_names(model), args.num) if model.num_classes else None
+    grids = _grids(args.grid, model, samplers, nfes)
     request = SweepRequest(
         n=args.num,
         labels=labels,
@@ -126,18 +132,19 @@ def run_samplers(args) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
-        spacing=args.grid,
+        spacing=next((g for g in grids if g not in (None, TUNED)), None),
     )
     out = Path(args.out)
     start = time.perf_counter()
     score, floor, reference_info = _scorer(args, model, request, out)
     label = "RMSE" if args.metric == "rmse" else "FD"
-    print(f"{'sampler':<16}{'budget':>7}{'NFE':>5}{'steps':>7}{label:>11}{'s':>8}", flush=True)
+    head = f"{'sampler':<16}{'grid':<11}{'budget':>7}{'NFE':>5}{'steps':>7}{label:>11}{'s':>8}"
+    print(head, flush=True)
 
     def show(row: SweepRow) -> None:
         print(
-            f"{row.sampler:<16}{row.budget:>7}{row.nfe:>5}{row.steps:>7}{row.score:>11.3e}"
-            f"{row.seconds:>8.1f}",
+            f"{row.sampler:<16}{row.grid:<11}{row.budget:>7}{row.nfe:>5}{row.steps:>7}"
+            f"{row.score:>11.3e}{row.seconds:>8.1f}",
             flush=True,
         )
 
@@ -147,6 +154,7 @@ def run_samplers(args) -> int:
         score,
         samplers=samplers,
         nfes=nfes,
+        grids=grids,
         pathwise=args.metric == "rmse",
         on_row=show,
     )
@@ -169,15 +177,35 @@ def run_samplers(args) -> int:
         "seed": args.seed,
         "seconds": time.perf_counter() - start,
         "best": {
-            str(b): {"sampler": r.sampler, "nfe": r.nfe, "score": r.score} for b, r in best.items()
+            str(b): {"sampler": r.sampler, "grid": r.grid, "nfe": r.nfe, "score": r.score}
+            for b, r in best.items()
         },
     }
     atomic_write(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     print("best per budget:")
     for budget, row in best.items():
-        print(f"  NFE <= {budget:>3}: {row.sampler} ({label} {row.score:.3e}, {row.nfe} NFE)")
+        print(
+            f"  NFE <= {budget:>3}: {row.sampler}, {row.grid} grid ({label} {row.score:.3e}, "
+            f"{row.nfe} NFE)"
+        )
     print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.png'}, {out / 'summary.json'}")
     return 0
+
+
+def _grids(text: str | None, model, samplers: list[str], nfes: list[int]) -> list[str | None]:
+    """--grid as a list (None: the schedule's default grid); "tuned" needs at least one of
+    the run's tuned grids for the samplers and budgets swept."""
+    if text is None:
+        return [None]
+    grids = list(dict.fromkeys(parse_list(text, str, "--grid")))
+    unknown = [g for g in grids if g not in (*SPACINGS, TUNED)]
+    if unknown:
+        raise ValueError(f"unknown --grid {unknown}; valid: {', '.join(SPACINGS)}, {TUNED}")
+    if TUNED in grids and not any(
+        find_grid(model.path, s, nfe=b) is not None for s in samplers for b in nfes
+    ):
+        raise ValueError(missing_message(model.path, samplers[0], nfes[0]))
+    return grids
 
 
 def _scorer(args, model, request, out: Path):

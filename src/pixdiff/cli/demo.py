@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from pixdiff.checkpoint import load
 from pixdiff.cli.output import add_output_flags, image_names, open_output, settings_of
 from pixdiff.pipelines.cascade import Stage, cascade
@@ -14,6 +16,7 @@ from pixdiff.shipped import shipped_cascade, shipped_run
 DEMO_PROMPTS = ("red apple", "cat face", "grinning face", "rocket", "sun with face", "snowman",
                 "fire", "ghost")  # fmt: skip
 DEMO_PER_PROMPT = 4
+DISTILLED_DIR = "fashion-50-steps-vs-distilled"
 
 
 def add_parser(sub) -> None:
@@ -21,11 +24,26 @@ def add_parser(sub) -> None:
         "demo",
         help="sample the shipped models: Fashion-MNIST classes and emoji from prompts",
         description="Generate a grid of Fashion-MNIST items from the shipped model (one row "
-        "per class), then emoji from eight prompts with the shipped text-to-image model "
-        "(32x32) and its super-resolution stage (64x64), and print the grids' paths.",
+        "per class) beside the same drawn in 2 steps by the shipped distilled model, then "
+        "emoji from eight prompts with the shipped text-to-image model (32x32) and its "
+        "super-resolution stage (64x64), and print the grids' paths.",
     )
     add_output_flags(demo, command="demo")
     demo.set_defaults(func=run_demo)
+
+
+def distilled_beside(out, x) -> None:
+    """The shipped distilled model's grid (its own few DDIM steps, one pass each) to the right
+    of the 50-step grid ``x``, row by row, when the asset is installed."""
+    try:
+        model = load(shipped_run("fashion-distilled"))
+    except FileNotFoundError:
+        return
+    k, steps = model.num_classes, model.config["train"]["sample"]["steps"]
+    y = class_grid(model, per_row=8, max_rows=k, sampling=Sampling("ddim", steps))
+    rows = torch.stack([x.reshape(k, 8, *x.shape[1:]), y.reshape(k, 8, *y.shape[1:])], dim=1)
+    grid = out.write_images(rows.reshape(-1, *x.shape[1:]), DISTILLED_DIR, nrow=16)
+    print(f"50 DDIM steps (left) beside the distilled model's {steps} steps (right): {grid}")
 
 
 def run_demo(args) -> int:
@@ -34,12 +52,13 @@ def run_demo(args) -> int:
     model = load(shipped_run("fashion"))
     k = model.num_classes
     settings = settings_of(args, runs=[str(model.path), *map(str, shipped_cascade())])
-    names = [*image_names(k * 8), "emoji"]
+    names = [*image_names(k * 8), "emoji", DISTILLED_DIR]
     with open_output(args, command="demo", settings=settings, names=names) as out:
         x = class_grid(model, per_row=8, max_rows=k, progress=True)
         grid = out.write_images(x, nrow=8)
         print(f"rows (top to bottom): {', '.join(model.class_names or [])}")
         print(f"demo grid: {grid}")
+        distilled_beside(out, x)
         stages = [Stage(load(path), Sampling("dpmpp-2m", 25)) for path in shipped_cascade()]
         prompts = [p for p in DEMO_PROMPTS for _ in range(DEMO_PER_PROMPT)]
         low, high = cascade(stages, Steering(prompts=prompts), n=len(prompts), progress=True)

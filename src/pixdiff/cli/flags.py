@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 from pixdiff.checkpoint import LoadedModel, load
 from pixdiff.classifier_store import load_noisy_classifier
 from pixdiff.cli import output
+from pixdiff.cli.parallel import picard
 from pixdiff.guidance import DEFAULT_PERCENTILE, THRESHOLDS, GuidanceOptions
 from pixdiff.pipelines.model import Request
 from pixdiff.pipelines.steering import Steering
@@ -17,6 +20,7 @@ from pixdiff.samplers import SAMPLERS
 from pixdiff.sampling import Sampling, steps_for_nfe
 from pixdiff.shipped import shipped_run
 from pixdiff.timesteps import SPACINGS
+from pixdiff.tuned_grids import TUNED, grids_path, run_sampling
 
 
 def add_run_argument(p: argparse.ArgumentParser) -> None:
@@ -30,15 +34,21 @@ def add_run_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sampler_flags(p) -> None:
-    """--sampler, --steps, --grid, --eta: how each image is sampled."""
-    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS), help="sampler")
-    p.add_argument("--steps", type=positive, default=50, help="sampler steps")
+def add_sampler_flags(p, *, run_defaults: bool = False) -> None:
+    """--sampler, --steps, --grid, --eta: how each image is sampled; with ``run_defaults``
+    --sampler and --steps default to None (the caller fills in the run's own)."""
+    own = " (%(default)s: the run's own, {} unless it says otherwise)" if run_defaults else ""
+    sampler, steps = (None, None) if run_defaults else ("ddim", 50)
+    names = sorted(SAMPLERS)
+    p.add_argument("--sampler", default=sampler, choices=names, help="sampler" + own.format("ddim"))
+    p.add_argument("--steps", type=positive, default=steps, help="sampler steps" + own.format(50))
     p.add_argument(
         "--grid",
         default=None,
-        choices=SPACINGS,
-        help="time grid (default: trailing for discrete schedules, karras for EDM)",
+        choices=(*SPACINGS, TUNED),
+        help="time grid; 'tuned': the run's own for the sampler and budget (made by `pixdiff "
+        "tune-grid`). Default: the run's tuned grid where it has one for them, else trailing "
+        "for discrete schedules, karras for EDM",
     )
     p.add_argument("--eta", type=non_negative, default=None, help="DDIM eta (0 deterministic .. 1)")
 
@@ -88,6 +98,7 @@ def add_device_flag(p) -> None:
 # ----------------------------------------------------------------------------- flag values
 
 MAX_IMAGES = 100_000  # per invocation: the images are kept in memory until written
+MAX_NFE = 100_000  # network evaluations per image; the steps that fit a budget are counted
 # one seed range for every command, run.seed's: seeds seed .. seed + n - 1 stay below 2**32,
 # where a cascade's augmentation noise streams start (pixdiff.low_res.AUG_SEED_OFFSET)
 MAX_SEED = 2**32 - 1
@@ -132,6 +143,13 @@ positive = int_in(1)
 seed = int_in(0, MAX_SEED)
 finite = float_in()
 non_negative = float_in(0.0)
+
+
+def nfe_budget(nfe: int) -> int:
+    """``nfe``, refused (ValueError) over MAX_NFE, so that counting the steps that fit ends."""
+    if nfe > MAX_NFE:
+        raise ValueError(f"--nfe {nfe} is over the limit of {MAX_NFE} network evaluations")
+    return nfe
 
 
 def seeds(args) -> list[int]:
@@ -323,15 +341,22 @@ def steering(args) -> Steering:
     ).steering()
 
 
-def sampling(args, *, sampler: str | None = None, steps: int | None = None) -> Sampling:
+def sampling(
+    args, *, sampler: str | None = None, steps: int | None = None, run: Path | None = None
+) -> Sampling:
     """--sampler, --steps (or --nfe where the command has it), --grid and --eta as a Sampling;
-    ``sampler`` and ``steps`` override the flags (a cascade's per-stage values)."""
+    ``sampler`` and ``steps`` override the flags (a cascade's per-stage values). With ``run``,
+    its tuned grid for the sampler and budget is used where it has one, or asked for by --grid
+    tuned (see :func:`pixdiff.tuned_grids.run_sampling`)."""
     sampler = sampler or args.sampler
+    nfe = getattr(args, "nfe", None) if steps is None else None
     if steps is None:
-        nfe = getattr(args, "nfe", None)
-        steps = steps_for_nfe(sampler, nfe) if nfe is not None else args.steps
+        steps = steps_for_nfe(sampler, nfe_budget(nfe)) if nfe is not None else args.steps
     options = {"eta": args.eta} if args.eta is not None else None
-    return Sampling(sampler, steps, args.grid, options)
+    chosen, tuned = run_sampling(run, sampler, steps, nfe=nfe, grid=args.grid, options=options)
+    if tuned is not None:
+        print(f"grid: tuned for {sampler} at {tuned.nfe} NFE ({grids_path(run)})", flush=True)
+    return replace(chosen, parallel=picard(args))
 
 
 def load_model(path: str | None, *, ema: bool, device: str, text: bool = False) -> LoadedModel:

@@ -1,5 +1,5 @@
-"""The ``pixdiff`` command: train, sample, demo, edit, inpaint, upscale, eval, bench. Errors a
-user can cause print one line; so do warnings."""
+"""The ``pixdiff`` command: train, sample, demo, edit, inpaint, upscale, eval, bench, serve.
+Errors a user can cause print one line; so do warnings."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import warnings
 from pixdiff.checkpoint import CheckpointError
 from pixdiff.cli import bench as bench_cmd
 from pixdiff.cli import demo as demo_cmd
+from pixdiff.cli import distill as distill_cmd
 from pixdiff.cli import edit as edit_cmd
 from pixdiff.cli import eval as eval_cmd
 from pixdiff.cli import sample as sample_cmd
+from pixdiff.cli import serve as serve_cmd
 from pixdiff.cli import train as train_cmd
 from pixdiff.cli import train_classifier as train_classifier_cmd
+from pixdiff.cli import tune_grid as tune_grid_cmd
 from pixdiff.files import DiskFullError
 from pixdiff.samplers import SamplingError
 from pixdiff.training.trainer import TrainingError
@@ -31,6 +34,7 @@ USER_ERRORS = (
     IsADirectoryError,
     NotADirectoryError,
     DiskFullError,
+    OSError,  # any other failure of the system (a disk full outside pixdiff's writers): one line
 )
 
 
@@ -51,12 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmd.add_parser(sub)
+    distill_cmd.add_parser(sub)
     sample_cmd.add_parser(sub)
     train_classifier_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
+    tune_grid_cmd.add_parser(sub)
     eval_cmd.add_parser(sub)
     edit_cmd.add_parsers(sub)
+    serve_cmd.add_parser(sub)
     return parser
 
 

@@ -90,10 +90,13 @@ def open_output(args, *, command: str, settings: dict, names: list[str]) -> Iter
     stem += f"-s{settings['seed']}" if "seed" in settings else ""
     if args.out is None:
         path = _fresh(Path("out") / command / stem)
+        fd = _claim(path)
     else:
         path = Path(args.out)
-        _prepare(path, overwrite=args.overwrite_out, names=names)
-    out = Output(path, {"command": command, **settings}, _claim(path))
+        with _directory_lock(path):  # no other command checks, cleans or claims it meanwhile
+            _prepare(path, overwrite=args.overwrite_out, names=names)
+            fd = _claim(path)
+    out = Output(path, {"command": command, **settings}, fd)
     try:
         yield out
     except BaseException as e:
@@ -135,12 +138,35 @@ def _fresh(path: Path) -> Path:
     raise OutputDirError(f"could not make a new output directory beside {path}")
 
 
-def _prepare(path: Path, *, overwrite: bool, names: list[str]) -> None:
-    """Create ``path``, or check that it is empty; with ``overwrite``, remove what an earlier
-    invocation listed in its settings.json and refuse if the new files would replace others."""
+@contextmanager
+def _directory_lock(path: Path) -> Iterator[None]:
+    """Create the directory ``path`` if needed and hold an exclusive lock (flock) on it; a
+    refusal if another command holds it."""
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"--out {path} is a file, not a directory")
     path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _flock(fd, path, fcntl.LOCK_EX, then="choose another --out")
+        yield
+    finally:
+        os.close(fd)
+
+
+def _flock(fd, path: Path, mode: int, *, then: str) -> None:
+    """flock ``fd`` (LOCK_EX or LOCK_SH) without waiting; a refusal if another command holds
+    it (``then``: what the user may do)."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OutputDirError(
+            f"--out {path} is being written by another pixdiff command; {then}"
+        ) from None
+
+
+def _prepare(path: Path, *, overwrite: bool, names: list[str]) -> None:
+    """Check that the directory ``path`` is empty; with ``overwrite``, remove what an earlier
+    invocation listed in its settings.json and refuse if the new files would replace others."""
     entries = sorted(p.name for p in path.iterdir())
     if not entries:
         return
@@ -170,16 +196,13 @@ def _manifest(path: Path) -> list[str]:
     settings = path / SETTINGS
     try:
         with settings.open() as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise OutputDirError(
-                    f"--out {path} is being written by another pixdiff command; nothing was removed"
-                ) from None
+            _flock(f, path, fcntl.LOCK_SH, then="nothing was removed")
             record = json.loads(f.read())
         files = record["files"]
         if not all(isinstance(f, str) for f in files):
             raise TypeError
+    except OutputDirError:  # being written by another command (a ValueError too)
+        raise
     except FileNotFoundError:
         raise OutputDirError(
             f"--overwrite-out: {path} has no {SETTINGS}, so pixdiff did not write it; nothing "

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from pixdiff.cli import flags
+from pixdiff.cli import flags, parallel
 from pixdiff.cli.cascade import check_no_cascade_flags, run_cascade
 from pixdiff.cli.output import image_names, open_output, settings_of
 from pixdiff.images import make_grid, save_gif
@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     )
     flags.add_run_argument(p)
     p.add_argument("-n", "--num", type=flags.count, default=64, help="number of images")
-    flags.add_sampler_flags(p)
+    flags.add_sampler_flags(p, run_defaults=True)
+    parallel.add_parallel_flags(p)
     p.add_argument(
         "--nfe",
         type=int,
@@ -52,6 +53,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     if args.cascade is not None:
+        use_run_defaults(args, None)
         return run_cascade(args)
     check_no_cascade_flags(args)
     text = args.prompt is not None or args.negative_prompt is not None
@@ -62,11 +64,13 @@ def run(args) -> int:
             f"{model.image_shape[-1]}): use `pixdiff upscale RUN --input IMAGE` or "
             "`pixdiff sample --cascade BASE_RUN RUN`"
         )
+    use_run_defaults(args, model.config)
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
-    steering, sampling = flags.steering(args), flags.sampling(args)
+    steering, sampling = flags.steering(args), flags.sampling(args, run=model.path)
     settings = settings_of(
         args, run=str(model.path), sampler=sampling.sampler, steps=sampling.steps,
-        grid=sampling.spacing, guidance=steering.resolve(model, 1).scale, seed=args.seed,
+        grid=sampling.times or sampling.spacing, guidance=steering.resolve(model, 1).scale,
+        seed=args.seed,
         seeds=flags.seeds(args),
     )  # fmt: skip
     names = [*image_names(args.num), "trajectory.gif"]
@@ -80,6 +84,10 @@ def run(args) -> int:
         cycled = args.class_ == "all" and k > 1 and args.num % k == 0
         grid = out.write_images(x, nrow=args.num // k if cycled else None)
         print(f"wrote {args.num} images ({sampling.sampler}, {sampling.steps} steps); grid: {grid}")
+        if sampling.parallel is not None:
+            n = sampling.parallel.stats
+            rounds = f"{n['rounds']} sequential rounds (sequential: {n['sequential']})"
+            print(f"NFE {n['nfe']} in {rounds}")
         if recorder is not None:
             frames = [
                 make_grid(torch.cat([xt[:8], x0[:8]]).clamp(-1, 1), nrow=min(8, len(xt)))
@@ -89,3 +97,11 @@ def run(args) -> int:
             out.add(gif)
             print(f"also wrote {gif}")
     return 0
+
+
+def use_run_defaults(args, config: dict | None) -> None:
+    """Fill --sampler and --steps not given with the run's ``sample`` defaults (a distilled
+    run's few steps), or DDIM and 50 steps without a run (a cascade: each stage's flags)."""
+    sample = config["train"]["sample"] if config else {"sampler": "ddim", "steps": 50}
+    args.sampler = args.sampler or sample["sampler"]
+    args.steps = args.steps or sample["steps"]

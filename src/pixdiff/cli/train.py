@@ -265,9 +265,9 @@ def run(args) -> int:
 @contextmanager
 def stop_signals_interrupt() -> Iterator[None]:
     """The first SIGINT or SIGTERM raises KeyboardInterrupt (so a starting run is put back and
-    the command ends with one line, exit 130) and later ones are ignored, so that they cannot
-    cut that clean-up short. The training loop answers them with a checkpoint instead
-    (pixdiff.training.runtime.StopRequest)."""
+    the command ends with one line, exit 130); later ones are ignored until the process exits,
+    so that they cannot cut that clean-up short. The training loop answers them with a
+    checkpoint instead (pixdiff.training.runtime.StopRequest)."""
     stopping = False
 
     def handle(signum, frame):
@@ -279,6 +279,9 @@ def stop_signals_interrupt() -> Iterator[None]:
     old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    except KeyboardInterrupt:
+        stopping = True
+        raise
     finally:
         for sig, handler in old.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if stopping else handler)

@@ -27,9 +27,9 @@ def add_parser(sub) -> None:
         help="fashion-mnist | emoji | PATH to an image folder with labels (metadata.jsonl)",
     )
     p.add_argument("--out", required=True, help="directory to write the classifier into")
-    p.add_argument("--steps", type=flags.positive, default=2000, help="training steps")
+    p.add_argument("--steps", type=flags.int_in(1, 10**9), default=2000, help="training steps")
     p.add_argument("--batch-size", type=flags.positive, default=128, help="images per step")
-    p.add_argument("--lr", type=flags.non_negative, default=3e-4, help="AdamW learning rate")
+    p.add_argument("--lr", type=flags.float_in(0.0, 1.0), default=3e-4, help="AdamW learning rate")
     p.add_argument(
         "--schedule",
         default="cosine",

@@ -198,7 +198,9 @@ def read_images(
     images = np.empty((len(paths), channels, size, size), dtype=np.uint8)
     kept: list[int] = []
     bad: list[Path] = []
-    for i, path in enumerate(tqdm(paths, desc="loading images", unit="img", disable=not progress)):
+    # progress: a bar on a terminal only (disable=None), so piped stderr keeps just the messages
+    bar = tqdm(paths, desc="loading images", unit="img", disable=None if progress else True)
+    for i, path in enumerate(bar):
         try:
             images[len(kept)] = load_image(path, size=size, channels=channels)
         except (OSError, ValueError) as err:

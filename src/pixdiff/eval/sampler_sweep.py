@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ from pixdiff.files import atomic_write
 from pixdiff.pipelines.generate import generate
 from pixdiff.pipelines.steering import Steering
 from pixdiff.samplers import SAMPLERS, get_sampler
-from pixdiff.sampling import Sampling
+from pixdiff.sampling import Sampling, default_spacing
+from pixdiff.tuned_grids import TUNED, find_grid
 
 # the deterministic fixed-step samplers (ode-rk45 chooses its own steps)
 DEFAULT_SAMPLERS = (
@@ -54,7 +56,7 @@ class SweepRow:
     """One (sampler, budget) point; ``score``: the mean per-image RMSE to the reference, or FD.
 
     ``nfe`` is the evaluations the method's registry entry counts for ``steps``, at most
-    ``budget``.
+    ``budget``; ``grid`` the time grid's name ("tuned": the run's tuned grid).
     """
 
     sampler: str
@@ -63,6 +65,7 @@ class SweepRow:
     steps: int
     score: float
     seconds: float
+    grid: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,12 +106,14 @@ def draw(
     sampler: str,
     steps: int,
     *,
+    times: tuple[float, ...] | None = None,
     dtype=torch.float32,
     progress: bool = False,
 ) -> Tensor:
-    """n images of ``sampler`` at ``steps`` from the request's seeds."""
+    """n images of ``sampler`` at ``steps`` from the request's seeds, on the request's grid
+    or the explicit grid ``times``."""
     steering = Steering(classes=request.labels, guidance=request.guidance)
-    sampling = Sampling(sampler, steps, request.spacing)
+    sampling = Sampling(sampler, steps, request.spacing, times=times)
     return generate(
         model, steering, sampling, n=request.n, seed=request.seed,
         batch_size=request.batch_size, device=request.device, dtype=dtype, progress=progress,
@@ -154,10 +159,13 @@ def sweep(
     *,
     samplers: Sequence[str] = DEFAULT_SAMPLERS,
     nfes: Sequence[int] = DEFAULT_NFES,
+    grids: Sequence[str | None] = (None,),
     pathwise: bool = True,
     on_row: Callable[[SweepRow], None] | None = None,
 ) -> list[SweepRow]:
-    """Score every sampler at every budget it fits (budgets below its minimum are skipped).
+    """Score every sampler at every budget it fits (budgets below its minimum are skipped), on
+    each grid of ``grids``: a spacing, None (the request's) or "tuned" (the run's tuned grid
+    for the sampler and budget, skipped where it has none).
 
     Args:
         score: images (N, C, H, W) -> a number, lower is better (see ``rmse_score``).
@@ -167,21 +175,28 @@ def sweep(
     if any(b < 1 for b in nfes):
         raise ValueError(f"NFE budgets must be >= 1, got {list(nfes)}")
     rows = []
-    for name in samplers:
+    for grid, name, budget in itertools.product(grids, samplers, nfes):
         spec = SAMPLERS[name]
-        for budget in nfes:
-            steps = spec.steps_for(budget)
-            if steps < spec.min_steps:
-                continue
-            start = time.perf_counter()
-            x = draw(model, request, name, steps)
-            seconds = time.perf_counter() - start
-            nfe = spec.total_nfe(steps)
-            row = SweepRow(name, budget, nfe, steps, score(x), seconds)
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
+        steps = spec.steps_for(budget)
+        times = _tuned_times(model, name, budget, steps) if grid == TUNED else None
+        if steps < spec.min_steps or (grid == TUNED and times is None):
+            continue
+        on = replace(request, spacing=request.spacing if grid in (None, TUNED) else grid)
+        start = time.perf_counter()
+        x = draw(model, on, name, steps, times=times)
+        seconds = time.perf_counter() - start
+        label = grid or request.spacing or default_spacing(model.denoiser.schedule)
+        row = SweepRow(name, budget, spec.total_nfe(steps), steps, score(x), seconds, label)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows
+
+
+def _tuned_times(model: LoadedModel, sampler: str, nfe: int, steps: int):
+    """The run's tuned grid for ``sampler`` at ``nfe`` evaluations, or None."""
+    found = find_grid(model.path, sampler, nfe=nfe)
+    return found.times if found is not None and found.steps == steps else None
 
 
 def rmse_score(ref: Tensor) -> Callable[[Tensor], float]:
@@ -235,11 +250,13 @@ def plot(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    names = list(dict.fromkeys(r.sampler for r in rows))
+    series = list(dict.fromkeys((r.sampler, r.grid) for r in rows))
+    several = len({grid for _, grid in series}) > 1
     styles = ["-", "--", ":", "-."]
-    for i, name in enumerate(names):
-        pts = [(r.nfe, r.score) for r in rows if r.sampler == name]
-        ax.plot(*zip(*pts, strict=True), styles[i // 10 % 4], marker="o", ms=3, label=name)
+    for i, (name, grid) in enumerate(series):
+        pts = [(r.nfe, r.score) for r in rows if (r.sampler, r.grid) == (name, grid)]
+        label = f"{name} ({grid})" if several else name
+        ax.plot(*zip(*pts, strict=True), styles[i // 10 % 4], marker="o", ms=3, label=label)
     if floor is not None:
         ax.axhline(floor, color="grey", lw=0.8, ls=":", label="floor")
     ax.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", title=title)

@@ -136,6 +136,7 @@ def required_cond(config: Any) -> list[str]:
         "pooled": config.pooled_dim > 0,
         "low_res": low_res,
         "low_res_noise": low_res,
+        "guidance": config.guidance_embed,
     }
     return [name for name, needed in wanted.items() if needed]
 
@@ -156,4 +157,6 @@ def check_net_inputs(x: Tensor, cond: Cond | None, config: Any, *, multiple: int
                 f"got {tuple(cond.low_res.shape)}"
             )
         check_shape("low_res_noise", cond.low_res_noise, (x.shape[0],))
+    if cond.guidance is not None:
+        check_shape("guidance", cond.guidance, (x.shape[0],))
     return cond

@@ -51,6 +51,8 @@ class DiTConfig:
         pooled_dim: width of a pooled embedding added to the conditioning vector (0 = none).
         low_res_channels: channels of ``cond.low_res``, upsampled and concatenated to the
             input before patchifying (SR3 / CDM super-resolution; 0 = none).
+        guidance_embed: take the guidance scale ``cond.guidance`` as an input (a student of
+            guided distillation, Meng et al. 2023); off for every trained model.
     """
 
     in_channels: int = 3
@@ -65,6 +67,7 @@ class DiTConfig:
     context_dim: int = 0
     pooled_dim: int = 0
     low_res_channels: int = 0
+    guidance_embed: bool = False
 
     def __post_init__(self) -> None:
         check_config_ints(
@@ -178,6 +181,7 @@ class DiT(nn.Module):
             num_classes=c.num_classes,
             pooled_dim=c.pooled_dim,
             low_res_noise=c.low_res_channels > 0,
+            guidance=c.guidance_embed,
         )
         pos = sincos_pos_embed_2d(c.hidden_size, c.grid_size, c.grid_size)
         self.register_buffer("pos_embed", pos[None], persistent=False)  # (1, T, D)
@@ -198,7 +202,8 @@ class DiT(nn.Module):
 
         Xavier-uniform linears with zero bias; the patch embedding initialised like a linear;
         embedding tables and the timestep MLPs N(0, 0.02); adaLN modulations, cross-attention
-        outputs and the final linear zeroed (adaLN-Zero), so a fresh DiT outputs exactly zero.
+        outputs and the final linear zeroed (adaLN-Zero), so a fresh DiT outputs exactly zero;
+        the guidance embedding's output zeroed, so a guided student starts as its teacher.
         """
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -209,10 +214,12 @@ class DiT(nn.Module):
         nn.init.zeros_(self.x_embedder.bias)
         if self.embed.label is not None:
             nn.init.normal_(self.embed.label.table.weight, std=0.02)
-        for embedder in (self.embed.time, self.embed.low_res_noise):
+        for embedder in (self.embed.time, self.embed.low_res_noise, self.embed.guidance):
             if embedder is not None:
                 nn.init.normal_(embedder.mlp[0].weight, std=0.02)
                 nn.init.normal_(embedder.mlp[2].weight, std=0.02)
+        if self.embed.guidance is not None:  # the student starts as its teacher
+            zero_module(self.embed.guidance.mlp[2])
         for block in self.blocks:
             zero_module(block.adaLN_modulation[-1])
             if block.cross_attn is not None:

@@ -250,9 +250,12 @@ class CondEmbedder(nn.Module):
     """Sum of the noise-level embedding and every vector condition (ADM, DiT, Imagen, CDM).
 
     Class labels (ADM ``label_emb``, DiT ``y_embedder``), a pooled text embedding (Imagen,
-    Saharia et al. 2022) and the augmentation time t of a low-resolution input (CDM, Ho et
-    al. 2022, embedded like a timestep, as ``LOW_RES_NOISE_SCALE * t``) are each mapped to
-    ``dim`` and added to the timestep embedding.
+    Saharia et al. 2022), the augmentation time t of a low-resolution input (CDM, Ho et
+    al. 2022, embedded like a timestep, as ``LOW_RES_NOISE_SCALE * t``) and the guidance scale
+    w of a guided-distilled network (Meng et al. 2023, Sec. 4.1: a Fourier embedding of w, here
+    ``GUIDANCE_SCALE * w``) are each mapped to ``dim`` and added to the timestep embedding. The
+    guidance embedding's last layer starts at zero, so a student built from its teacher's
+    weights computes exactly the teacher's function until it is trained.
     """
 
     def __init__(
@@ -263,12 +266,16 @@ class CondEmbedder(nn.Module):
         num_classes: int = 0,
         pooled_dim: int = 0,
         low_res_noise: bool = False,
+        guidance: bool = False,
     ):
         super().__init__()
         self.time = TimestepEmbedder(dim, freq_dim=freq_dim)
         self.label = LabelEmbedder(num_classes, dim) if num_classes else None
         self.pooled = nn.Linear(pooled_dim, dim) if pooled_dim else None
         self.low_res_noise = TimestepEmbedder(dim, freq_dim=freq_dim) if low_res_noise else None
+        self.guidance = TimestepEmbedder(dim, freq_dim=freq_dim) if guidance else None
+        if self.guidance is not None:
+            zero_module(self.guidance.mlp[-1])
 
     def forward(self, c_noise: Tensor, cond: Cond) -> Tensor:
         """(N,) noise level and a checked Cond -> (N, dim)."""
@@ -279,12 +286,17 @@ class CondEmbedder(nn.Module):
             emb = emb + self.pooled(cond.pooled)
         if self.low_res_noise is not None:
             emb = emb + self.low_res_noise(LOW_RES_NOISE_SCALE * cond.low_res_noise)
+        if self.guidance is not None:
+            emb = emb + self.guidance(GUIDANCE_SCALE * cond.guidance)
         return emb
 
 
 # The augmentation time t in [0, 1] is embedded as 1000 t, the scale of the timestep a network
 # is fed for its own noise level (``Schedule.timestep``), so the sinusoidal frequencies resolve it.
 LOW_RES_NOISE_SCALE = 1000.0
+# A guidance scale w (about 0 to 10) is embedded as 100 w, so that the sinusoidal frequencies
+# resolve steps of 0.01 in w.
+GUIDANCE_SCALE = 100.0
 
 
 def concat_low_res(x: Tensor, low_res: Tensor) -> Tensor:

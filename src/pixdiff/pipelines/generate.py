@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from pixdiff.conditioning import Cond, merge
 from pixdiff.denoiser import Denoised
 from pixdiff.guidance import DenoiserWrapper
-from pixdiff.pipelines.steering import Steerable, Steering
+from pixdiff.pipelines.steering import Steerable, Steering, check_supported_steps
 from pixdiff.sampling import Sampling, draw
 
 
@@ -42,7 +42,7 @@ def generate(
     sampling: Sampling | None = None,
     *,
     n: int,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -60,6 +60,8 @@ def generate(
             unguided samples); :meth:`Steering.resolve` decides how to guide.
         sampling: sampler, steps, time grid and the sampler's options (default: 50 DDIM
             steps on the schedule's default grid).
+        seed: sample i uses seed + i; a sequence gives each of the n samples its own seed
+            (a server batching several requests into one pass).
         recorder: if given, wraps the denoiser to record the trajectory of the first batch.
         dtype: the sampler state's dtype (float64 for reference solutions).
         extra_cond: conditioning every sample also gets, n rows (a super-resolution model's
@@ -69,6 +71,10 @@ def generate(
     if n < 1:
         raise ValueError(f"number of samples must be >= 1, got {n}")
     steering, sampling = steering or Steering(), sampling or Sampling()
+    check_supported_steps(model, sampling.steps)
+    seeds = None if isinstance(seed, int) else [int(s) for s in seed]
+    if seeds is not None and len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} samples")
     resolved = steering.resolve(model, n)
     cond = merge(resolved.cond, extra_cond)
     out = []
@@ -80,8 +86,9 @@ def generate(
             recorder.denoiser = use
             use = recorder
         x = draw(
-            use, (stop - start, *model.image_shape), sampling, cond=part, seed=seed + start,
-            device=device, dtype=dtype, progress=progress,
+            use, (stop - start, *model.image_shape), sampling, cond=part,
+            seed=seed + start if seeds is None else seeds[start:stop], device=device, dtype=dtype,
+            progress=progress,
         )  # fmt: skip
         out.append(x.cpu())
     return torch.cat(out)

@@ -44,6 +44,7 @@ from pixdiff.rundir import write_marker
 from pixdiff.sampling import Sampling, steps_for_nfe
 from pixdiff.schedule_registry import schedule_from_dict
 from pixdiff.shipped import SHIPPED_CASCADES, SHIPPED_RUNS, shipped_cascade, shipped_run
+from pixdiff.tuned_grids import run_sampling
 
 Output = Literal["pil", "tensor"]
 
@@ -83,16 +84,18 @@ class Request:
             options=self.options or GuidanceOptions(),
         )
 
-    def sampling(self, run_config: dict) -> Sampling:
+    def sampling(self, run_config: dict, run: Path | None = None) -> Sampling:
         """The sampler and steps asked for, else the run's ``sample`` settings; ``nfe`` gives
-        the most steps of the sampler that fit that many network evaluations."""
+        the most steps of the sampler that fit that many network evaluations. The grid asked
+        for, else the ``run`` directory's tuned grid for them where it has one
+        (:func:`pixdiff.tuned_grids.run_sampling`; ``grid="tuned"`` requires it)."""
         sampler = self.sampler or run_config["train"]["sample"]["sampler"]
         if self.nfe is not None and self.steps is not None:
             raise ValueError("give steps or nfe, not both")
         steps = self.steps or run_config["train"]["sample"]["steps"]
         if self.nfe is not None:
             steps = steps_for_nfe(sampler, self.nfe)
-        return Sampling(sampler, steps, self.grid)
+        return run_sampling(run, sampler, steps, nfe=self.nfe, grid=self.grid)[0]
 
 
 def _images(x: Tensor, output: Output) -> list[Image.Image] | Tensor:
@@ -150,7 +153,7 @@ class Model(LoadedModel, Generator):
     def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
         """The request's images, unclipped."""
         return generate(
-            self, request.steering(), request.sampling(self.config), n=request.count(),
+            self, request.steering(), request.sampling(self.config, self.path), n=request.count(),
             seed=seed, batch_size=batch_size, device=self.device, progress=progress,
         )  # fmt: skip
 
@@ -236,7 +239,7 @@ class CascadeModel(Generator):
     def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
         """The last stage's images, unclipped; each stage samples as the request says, or as
         its run's defaults."""
-        stages = [Stage(m, request.sampling(m.config)) for m in self.models]
+        stages = [Stage(m, request.sampling(m.config, m.path)) for m in self.models]
         return cascade(
             stages, request.steering(), n=request.count(), seed=seed, batch_size=batch_size,
             device=self.models[0].device, progress=progress,

@@ -91,6 +91,9 @@ class Steering:
         else:
             labels = self._labels(model, n)
             cond, uncond = self._class_cond(model, labels, n)
+        trained = distilled_scales(model)
+        if trained is not None:  # the scale is an input: one pass per step, no CFG
+            cond, uncond = self._scale_input(cond, scale, trained, n), None
         den = guide(
             model.denoiser, scale=scale, num_classes=model.num_classes, options=self.options,
             uncond=uncond if self.steers() else None,
@@ -135,6 +138,33 @@ class Steering:
             )
 
     # ------------------------------------------------------------------------- the rules
+
+    def _scale_input(self, cond: Cond, scale: float, trained: tuple[float, float], n: int) -> Cond:
+        """A guided-distilled model's Cond (Meng et al. 2023): the scale goes in as
+        ``cond.guidance``, within the range it was distilled for; with nothing to steer by
+        (the null label or empty prompt, whose output no scale changes) the lowest one. What
+        needs CFG's second pass is refused."""
+        lo, hi = trained
+        needs_cfg = _given(
+            ("--negative-class", self.negative_class),
+            ("--negative-prompt", self.negative_prompt),
+            ("--guidance-interval", self.options.interval),
+            ("--cfg-rescale", self.options.rescale or None),
+        )
+        if needs_cfg:
+            raise ValueError(
+                f"{' and '.join(needs_cfg)} need(s) classifier-free guidance's second pass; "
+                "this model was distilled with the guidance scale as an input (sample its "
+                "teacher run for them)"
+            )
+        if self.steers() and not lo <= scale <= hi:
+            span = f"{lo:g}" if lo == hi else f"[{lo:g}, {hi:g}]"
+            raise ValueError(
+                f"guidance {scale:g} is outside what this model was distilled for ({span}); "
+                f"use --guidance {span if lo == hi else f'in {span}'}"
+            )
+        w = scale if self.steers() else lo
+        return replace(cond, guidance=torch.full((n,), float(w)))
 
     def _check_kind(self, model: Steerable) -> None:
         """Classes for a text-conditioned model, or prompts for any other, are errors."""
@@ -214,6 +244,25 @@ class Steering:
         if labels is None:  # unconditional samples from a conditional model: the null label
             labels = torch.full((n,), k, dtype=torch.long)
         return Cond(label=labels), label_cond(other)
+
+
+def distilled_scales(model: Steerable) -> tuple[float, float] | None:
+    """The guidance scales (lo, hi) a guided-distilled run takes as an input (its config's
+    ``distilled.guidance``), else None: the scale is then CFG's."""
+    scales = model.config.get("distilled", {}).get("guidance")
+    return None if scales is None else (float(scales[0]), float(scales[1]))
+
+
+def check_supported_steps(model: Steerable, steps: int) -> None:
+    """One line when a distilled run is asked for more sampling steps than it supports (its
+    config's ``distilled.max_steps``: a consistency model's multistep sampling)."""
+    distilled = model.config.get("distilled", {})
+    limit = distilled.get("max_steps")
+    if limit is not None and steps > limit:
+        raise ValueError(
+            f"this {distilled['method']}-distilled model samples in 1 to {limit} steps "
+            f"(--steps {limit} or fewer), got {steps}"
+        )
 
 
 def _given(*flags: tuple[str, object]) -> list[str]:

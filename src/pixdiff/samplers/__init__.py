@@ -23,11 +23,13 @@ from pixdiff.samplers.common import (
     randn,
     run_steps,
 )
+from pixdiff.samplers.consistency import consistency_step
 from pixdiff.samplers.ddim import ddim_step
 from pixdiff.samplers.ddpm import ddpm_step
 from pixdiff.samplers.deis import sample_deis
 from pixdiff.samplers.dpm_solver import dpm_solver_step, dpmpp_2s_step, sample_dpmpp_multistep
 from pixdiff.samplers.euler import euler_ancestral_step, euler_step, sample_heun, sample_lms
+from pixdiff.samplers.picard import Picard, sample_picard
 from pixdiff.samplers.pndm import pndm_nfe, sample_pndm
 from pixdiff.samplers.sde import sde_pc_step
 from pixdiff.samplers.unipc import sample_unipc
@@ -99,18 +101,37 @@ class SamplerSpec:
     def bind(self, options: Mapping | None) -> Callable[..., Tensor]:
         """The sampler with these options: ``run(denoiser, x, ts, *, cond, generator,
         progress)``. Raises ValueError for an unknown option or a value the method refuses."""
+        if self.loop is not None:
+            return partial(self.loop, **self._with_defaults(options))
+        return partial(self._run_steps, self.one_step(options))
+
+    def _with_defaults(self, options: Mapping | None) -> dict:
+        """The spec's defaults updated by ``options``; ValueError for an unknown option."""
         options = {**self.defaults, **(options or {})}
         unknown = sorted(set(options) - set(self.options()))
         if unknown:
             raise ValueError(f"unknown sampler option(s) {unknown}; valid: {self.options()}")
-        if self.loop is not None:
-            return partial(self.loop, **options)
+        return options
+
+    def one_step(self, options: Mapping | None) -> Callable[..., Tensor]:
+        """The one-step method with these options, checked as by :meth:`bind`:
+        ``step(denoiser, x, t, s, *, cond, generator)`` (``generator`` goes to a step that
+        draws noise). Raises ValueError for a multistep method, which has no one-step form."""
+        if self.step is None:
+            raise ValueError(f"{self.loop.__name__} is multistep: it has no one-step form")
+        options = self._with_defaults(options)
         self._check(options)
-        return partial(self._run_steps, options)
+        draws_noise = "generator" in inspect.signature(self.step).parameters
+
+        def step(denoiser, x: Tensor, t: Tensor, s: Tensor, *, cond=None, generator=None):
+            noise = {"generator": generator} if draws_noise else {}
+            return self.step(denoiser, x, t, s, cond=cond, **noise, **options)
+
+        return step
 
     def _run_steps(
         self,
-        options: Mapping,
+        step: Callable[..., Tensor],
         denoiser,
         x: Tensor,
         ts: Tensor,
@@ -119,14 +140,12 @@ class SamplerSpec:
         generator=None,
         progress=False,
     ) -> Tensor:
-        """The one-step method over the grid ``ts``, without gradients: on each pair t > s,
-        ``x = step(denoiser, x, t, s, **options, cond=cond)``, with ``generator`` for a step
-        that draws noise."""
-        draws_noise = "generator" in inspect.signature(self.step).parameters
-        noise = {"generator": generator} if draws_noise else {}
+        """The one-step method ``step`` (:meth:`one_step`) over the grid ``ts``, without
+        gradients: on each pair t > s, ``x = step(denoiser, x, t, s, cond=cond,
+        generator=generator)``."""
 
         def one_step(x, t, s, i):
-            return self.step(denoiser, x, t, s, cond=cond, **noise, **options)
+            return step(denoiser, x, t, s, cond=cond, generator=generator)
 
         with torch.no_grad():
             return run_steps(one_step, x, ts, progress=progress, desc=self.title)
@@ -251,6 +270,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
         },
         nfe=lambda steps, o: steps * (1 + o.get("corrector_steps", 1)),
     ),
+    # multistep consistency sampling (consistency.py): for consistency-distilled runs
+    "consistency": SamplerSpec(step=consistency_step, title="consistency", stochastic=True),
 }
 
 # The one-step methods as plain functions, with their options as keywords.
@@ -261,6 +282,7 @@ sample_euler_ancestral = SAMPLERS["euler-ancestral"].function("sample_euler_ance
 sample_dpm_solver = SAMPLERS["dpm-solver-2"].function("sample_dpm_solver")
 sample_dpmpp_2s = SAMPLERS["dpmpp-2s"].function("sample_dpmpp_2s")
 sample_sde_pc = SAMPLERS["sde-pc"].function("sample_sde_pc")
+sample_consistency = SAMPLERS["consistency"].function("sample_consistency")
 
 
 def available() -> dict[str, int]:
@@ -276,15 +298,18 @@ def get_sampler(name: str) -> SamplerSpec:
 
 __all__ = [
     "SAMPLERS",
+    "Picard",
     "SamplerSpec",
     "SamplingError",
     "available",
+    "consistency_step",
     "ddim_step",
     "ddpm_step",
     "get_sampler",
     "per_sample_generators",
     "randn",
     "run_steps",
+    "sample_consistency",
     "sample_ddim",
     "sample_ddpm",
     "sample_deis",
@@ -295,6 +320,7 @@ __all__ = [
     "sample_euler_ancestral",
     "sample_heun",
     "sample_lms",
+    "sample_picard",
     "sample_ode_rk45",
     "sample_pndm",
     "sample_sde_pc",

@@ -1,0 +1,129 @@
+"""Tuned time grids on the analytic Gaussian-mixture oracle: the tuned grid beats every fixed
+grid against the exact ODE solution; the dynamic programme is exact; refinement only improves."""
+
+import itertools
+
+import pytest
+import torch
+
+from pixdiff.eval.grid_refine import grid_from_logits, logits_from_grid, refine_grid
+from pixdiff.eval.grid_search import (
+    FIXED_GRIDS,
+    candidate_times,
+    cheapest_path,
+    endpoint_rmse,
+    fine_grid,
+    step_costs,
+    teacher_trajectory,
+    tuned_times,
+)
+from pixdiff.eval.grid_tuning import tune
+from pixdiff.samplers import SAMPLERS
+from pixdiff.sampling import check_times
+from pixdiff.schedule_registry import get_schedule
+from pixdiff.timesteps import time_grid
+from pixdiff.toy import GaussianMixture
+
+GM = GaussianMixture(
+    torch.tensor([[1.5, -1.0, 0.5, 0.0], [-1.0, 1.0, 0.0, -0.5], [0.0, 0.0, -1.5, 1.0]]).double(),
+    torch.tensor([0.15, 0.3, 0.2], dtype=torch.float64),
+    torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64),
+)
+SCHEDULE = get_schedule("cosine")  # the shipped models' discrete cosine schedule
+
+
+def noise(n: int, seed: int) -> torch.Tensor:
+    x = torch.randn(n, GM.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return x * SCHEDULE.prior_std()
+
+
+@pytest.fixture(scope="module")
+def tuned():
+    """The exact denoiser, the teacher on 256 warm-up noises and the DP's step costs."""
+    den = GM.exact_denoiser(SCHEDULE)
+    trajectory = teacher_trajectory(den, noise(256, 0), candidates=60, substeps=3)
+    return den, trajectory, step_costs(trajectory, SCHEDULE)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """200 other noises and the exact ODE solution from them: DPM-Solver++(3M) on 2,000 steps
+    uniform in log-SNR, converged to 1e-5 (mean RMSE to 1,000 steps), far below the errors
+    compared."""
+    den = GM.exact_denoiser(SCHEDULE)
+    x_T = noise(200, 1)
+    exact, coarser = (
+        SAMPLERS["dpmpp-3m"].bind(None)(den, x_T, time_grid(SCHEDULE, n, spacing="log-snr"))
+        for n in (2000, 1000)
+    )
+    assert (exact - coarser).pow(2).mean(1).sqrt().mean() < 1e-5
+    return x_T, exact
+
+
+def ode_error(sampler: str, times, held_out) -> float:
+    """Mean per-sample RMSE of ``sampler`` on ``times`` to the exact solution."""
+    x_T, exact = held_out
+    ts = torch.as_tensor(times, dtype=torch.float64)
+    x = SAMPLERS[sampler].bind(None)(GM.exact_denoiser(SCHEDULE), x_T, ts)
+    return (x - exact).pow(2).mean(1).sqrt().mean().item()
+
+
+@pytest.mark.parametrize("nfe", [4, 6])
+def test_tuned_grid_beats_every_fixed_grid_against_the_exact_ode(tuned, held_out, nfe):
+    """DPM-Solver++(2M), tuned on the warm-up noises, scored on 200 others."""
+    den, trajectory, costs = tuned
+    grid = tune(den, trajectory, costs, "dpmpp-2m", nfe, refine=4)
+    assert grid.steps == nfe and grid.rmse <= min(grid.fixed_rmse.values())
+    error = ode_error("dpmpp-2m", grid.times, held_out)
+    fixed = {
+        s: ode_error("dpmpp-2m", time_grid(SCHEDULE, nfe, spacing=s), held_out) for s in FIXED_GRIDS
+    }
+    assert all(error < 0.95 * e for e in fixed.values()), (error, fixed)
+
+
+def test_dynamic_programme_alone_beats_every_fixed_grid_at_6_ddim_steps(tuned, held_out):
+    """The GITS search without refinement, DDIM's own one-step cost."""
+    _, trajectory, costs = tuned
+    times = tuned_times(trajectory, costs, 6)
+    check_times(times, 6)
+    error = ode_error("ddim", times, held_out)
+    fixed = {s: ode_error("ddim", time_grid(SCHEDULE, 6, spacing=s), held_out) for s in FIXED_GRIDS}
+    assert all(error < e for e in fixed.values()), (error, fixed)
+
+
+def test_cheapest_path_is_the_best_of_all_paths():
+    costs = torch.rand(7, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    costs = costs.masked_fill(torch.ones(7, 7).tril().bool(), float("inf"))
+    for steps in (1, 3, 6):
+        paths = [(0, *inner, 6) for inner in itertools.combinations(range(1, 6), steps - 1)]
+        best = min(paths, key=lambda p: sum(costs[a, b] for a, b in itertools.pairwise(p)))
+        assert tuple(cheapest_path(costs, steps)) == best
+    with pytest.raises(ValueError, match="a path of 7 steps"):
+        cheapest_path(costs, 7)
+
+
+def test_candidates_span_the_fixed_grids_and_the_teacher_passes_them():
+    times = candidate_times(SCHEDULE, 50)
+    assert times[0] == SCHEDULE.t_max and times[-1] == 0 and len(times) == 51
+    assert bool((times.diff() < 0).all())
+    lam = SCHEDULE.log_snr(times[1:-1])
+    assert lam.diff().std() < 1e-9  # uniform in log-SNR after t_max
+    grid = fine_grid(SCHEDULE, times, 3)
+    assert bool((grid.diff() < 0).all()) and set(times.tolist()) <= set(grid.tolist())
+    assert len(grid) - 1 == 3 * (len(times) - 2) + 1
+
+
+def test_refinement_lowers_the_warm_up_loss_and_keeps_the_grid_valid(tuned):
+    den, trajectory, costs = tuned
+    start = tuple(time_grid(SCHEDULE, 4, spacing="trailing").tolist())
+    before = endpoint_rmse(den, trajectory, "dpmpp-2m", start)
+    times, after = refine_grid(den, trajectory, "dpmpp-2m", start, iterations=3)
+    check_times(times, 4)
+    assert after < 0.95 * before
+    assert after == pytest.approx(endpoint_rmse(den, trajectory, "dpmpp-2m", times))
+
+
+def test_logits_round_trip_the_grid():
+    times = (1.0, 0.8, 0.5, 0.2, 0.0)
+    back = grid_from_logits(logits_from_grid(times, SCHEDULE), SCHEDULE)
+    assert back == pytest.approx(times, abs=1e-6)
