@@ -127,3 +127,16 @@ def test_logits_round_trip_the_grid():
     times = (1.0, 0.8, 0.5, 0.2, 0.0)
     back = grid_from_logits(logits_from_grid(times, SCHEDULE), SCHEDULE)
     assert back == pytest.approx(times, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["flow", "edm", "vp-linear", "linear"])
+def test_every_kind_of_path_gets_a_valid_grid_no_worse_than_the_fixed_ones(name):
+    """Zero SNR at t_max (flow), alpha = 1 (EDM), continuous and discrete VP paths."""
+    schedule = get_schedule(name)
+    den = GM.exact_denoiser(schedule)
+    x_T = torch.randn(16, GM.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    trajectory = teacher_trajectory(den, x_T * schedule.prior_std(), candidates=30, substeps=2)
+    assert trajectory.times[0] == schedule.t_max and trajectory.times[-1] == 0
+    grid = tune(den, trajectory, step_costs(trajectory, schedule), "unipc-bh2", 5)
+    check_times(grid.times, 5)
+    assert grid.fixed_rmse and grid.rmse <= min(grid.fixed_rmse.values())

@@ -51,13 +51,8 @@ EXTRA = {
 }
 # train always ends with these, so that a valid but huge --steps or --batch-size stays cheap
 TRAIN_GUARD = ["--set", "run.steps=2", "--set", "optim.batch_size=4"]
-HUGE_FLOAT = "1" * 300 + ".5"  # finite as a Python float, beyond float32
 KNOWN = {
     ("train", "--set", "optim.lr=1e60"): "config.py: optim.lr is unbounded; AdamW overflows",
-    ("distill", "--lr", HUGE_FLOAT): "cli/distill.py: --lr is unbounded; AdamW overflows",
-    ("distill", "--set", "optim.lr=1e60"): "cli/distill.py: optim.lr is unbounded",
-    ("distill", "--set", 'run.device="banana"'): "cli/distill.py: run.device is not checked",
-    ("distill", "--iters", "99999999999999999999"): "cli/distill.py: --iters is unbounded (hangs)",
 }
 
 

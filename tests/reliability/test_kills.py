@@ -9,6 +9,7 @@ The first trials of each kind run in ``make test``; the rest are marked ``reliab
 from __future__ import annotations
 
 import random
+import shutil
 import signal
 
 import faults
@@ -27,6 +28,7 @@ from tiny_runs import (
 
 from pixdiff.checkpoint import TRAIN_STATE
 from pixdiff.files import is_orphaned_temp
+from pixdiff.rundir import LOCK, MARKER
 
 
 def trials(fast: int, full: int) -> list:
@@ -44,12 +46,39 @@ def recover(out, data, capsys) -> str:
     if out.exists():
         code, err = run_main(capsys, resume_argv(out))
         assert code == 2 and "cannot resume" in error_line(err)
+        if only_leftovers(out):  # the known bug below: the user deletes the directory
+            TALLY.note("known bug: a run killed before its marker was written, deleted by hand")
+            shutil.rmtree(out)
+            return recover(out, data, capsys)
         code, err = run_main(capsys, long_argv(data, out, "--overwrite"))
         assert code == 0, err
         return "restarted"
     code, err = run_main(capsys, long_argv(data, out))
     assert code == 0, err
     return "started again"
+
+
+def only_leftovers(out) -> bool:
+    """Whether ``out`` holds nothing but a lock file and temp files of killed atomic writes."""
+    return all(p.name == LOCK or is_orphaned_temp(p) for p in out.iterdir())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rundir.py: claim() counts a lock file and a killed write's temp file as content, so "
+    "a run killed (or out of disk) before its marker was written is refused by train, "
+    "--overwrite and --resume alike, and must be deleted by hand",
+)
+@pytest.mark.parametrize("leftovers", [[LOCK], [LOCK, f".{MARKER}.ab12cd34.tmp"]])
+def test_a_directory_holding_only_leftovers_is_started_again(
+    leftovers, tiny_data, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in leftovers:
+        (out / name).write_bytes(b"")
+    code, err = run_main(capsys, long_argv(tiny_data, out))
+    assert code == 0, err
 
 
 def check_nothing_lost(out, reference) -> None:

@@ -47,13 +47,12 @@ def candidate_times(schedule, count: int) -> Tensor:
     if count < 2:
         raise ValueError(f"need at least 2 candidate times, got {count}")
     lam_lo, lam_hi = log_snr_range(schedule)
-    extra = int(
-        schedule.log_snr(schedule.t_max).item() < lam_lo
-    )  # t_max sits below the floor: prepend it
+    # where t_max sits below the floor, it is prepended to the uniform part
+    extra = int(schedule.log_snr(schedule.t_max).item() < lam_lo)
     lam = torch.linspace(lam_lo, lam_hi, count - extra, dtype=torch.float64)
     ts = schedule.t_from_log_snr(lam).clamp(schedule.t_min, schedule.t_max)
     top = torch.tensor([schedule.t_max], dtype=torch.float64)
-    ts = torch.cat([top, ts] if extra else [ts]).unique().flip(0)
+    ts = torch.cat([top, ts] if extra else [top, ts[1:]]).unique().flip(0)  # t_max exactly
     return torch.cat([ts, ts.new_zeros(1)]) if ts[-1] > 0 else ts
 
 
