@@ -171,7 +171,7 @@ class DiffusionConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     batch_size: int = valid_in("[1, inf)", 64)
-    lr: float = valid_in("(0, inf)", 2e-4)
+    lr: float = valid_in("(0, 1]", 2e-4)  # beyond 1 Adam diverges (and float32 overflows)
     weight_decay: float = valid_in("[0, inf)", 0.0)
     betas: tuple[float, float] = valid_in("[0, 1)", (0.9, 0.999))
     warmup_steps: int = valid_in("[0, inf)", 200)

@@ -33,7 +33,7 @@ from pixdiff.checkpoint import (
     read_json,
     write_json,
 )
-from pixdiff.files import append_line, atomic_write, remove_orphaned_temps
+from pixdiff.files import append_line, atomic_write, is_orphaned_temp, remove_orphaned_temps
 
 MARKER, LOCK = ".pixdiff-run", ".lock"
 FORMAT, VERSION = "pixdiff-run", 1
@@ -120,7 +120,12 @@ class RunDir:
             self.path.rename(self._aside)
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        self._locks.append(RunLock(self.path))
+        try:
+            self._locks.append(RunLock(self.path))
+        except BaseException:  # a full disk, say: leave no half-made directory behind
+            if self._created:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
         if {p.name for p in self.path.iterdir()} - {LOCK}:
             raise RunDirError(f"{self.path} was filled by another process meanwhile; not using it")
         self._opened = True  # from here on everything in the directory is this run's
@@ -186,6 +191,10 @@ def claim(out: Path, *, resume: bool, overwrite: bool) -> RunDir:
         return RunDir(out, "resume", RunLock(out))
     if out.exists() and not out.is_dir():
         raise RunDirError(f"output directory {out} is a file; choose another --out")
+    if out.is_dir() and _only_leftovers(out):  # a start killed before its marker was written
+        RunLock(out).release()  # refuses if a live process is starting a run there
+        for p in out.iterdir():
+            p.unlink()
     if not (out.is_dir() and any(out.iterdir())):
         return RunDir(out, "new", None)
     if not is_run(out):
@@ -198,6 +207,13 @@ def claim(out: Path, *, resume: bool, overwrite: bool) -> RunDir:
             "that run or --overwrite to replace it"
         )
     return RunDir(out, "overwrite", lock)
+
+
+def _only_leftovers(out: Path) -> bool:
+    """Whether ``out`` holds something, and nothing but pixdiff's lock file and the temp files
+    of killed atomic writes."""
+    entries = list(out.iterdir())
+    return bool(entries) and all(p.name == LOCK or is_orphaned_temp(p) for p in entries)
 
 
 def _not_a_run(out: Path, overwrite: bool) -> str:

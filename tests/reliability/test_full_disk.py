@@ -93,11 +93,6 @@ def test_training_on_a_disk_that_is_already_full(tiny_data, tmp_path, capsys, mo
     TALLY.survived("full disk")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rundir.py: RunDir.open failing in RunLock (ENOSPC) after creating the directory "
-    "leaves it with an empty .lock, which the next `train --out` refuses as not a run",
-)
 def test_a_run_that_could_not_start_on_a_full_disk_leaves_nothing(
     tiny_data, tmp_path, capsys, monkeypatch
 ):

@@ -63,12 +63,6 @@ def only_leftovers(out) -> bool:
     return all(p.name == LOCK or is_orphaned_temp(p) for p in out.iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rundir.py: claim() counts a lock file and a killed write's temp file as content, so "
-    "a run killed (or out of disk) before its marker was written is refused by train, "
-    "--overwrite and --resume alike, and must be deleted by hand",
-)
 @pytest.mark.parametrize("leftovers", [[LOCK], [LOCK, f".{MARKER}.ab12cd34.tmp"]])
 def test_a_directory_holding_only_leftovers_is_started_again(
     leftovers, tiny_data, tmp_path, capsys

@@ -324,7 +324,7 @@ def test_checkpoint_every_zero_checkpoints_only_at_the_end(folder, tmp_path, cap
         (["--set", "diffusion.label_dropout=2"], "diffusion.label_dropout must be in [0, 1)"),
         (["--set", "optim.warmup_steps=-10"], "optim.warmup_steps must be >= 0, got -10"),
         (["--set", "run.threads=-2"], "run.threads must be >= 0, got -2"),
-        (["--set", "optim.lr=0"], "optim.lr must be > 0, got 0.0"),
+        (["--set", "optim.lr=0"], "optim.lr must be in (0, 1], got 0.0"),
         (["--set", "optim.lr.x=1"], "'optim.lr.x': optim.lr is a value, not a section"),
     ],
 )

@@ -131,8 +131,10 @@ class Generator(ABC):
         """n images (default: one per class or prompt given as a list, else 1); image i uses
         seed + i. ``classes`` are names (case-insensitive) or ids, or "all"; ``prompts`` for a
         text-conditioned model. Sampler and steps default to the run's (every stage's own in a
-        cascade); ``nfe`` picks the most steps that fit the budget. Guidance defaults to the
-        run's scale where a class or prompt steers. Returns PIL images, or with
+        cascade); ``nfe`` picks the most steps that fit the budget. ``grid`` is a spacing or
+        "tuned"; by default the run's tuned grid for that sampler and budget where it has one
+        (``pixdiff tune-grid``). Guidance defaults to the run's scale where a class or prompt
+        steers. Returns PIL images, or with
         ``output="tensor"`` an (n, C, H, W) tensor in [-1, 1]."""
         request = Request(
             classes, prompts, n, steps, nfe, sampler, grid, guidance, negative_class,
