@@ -7,6 +7,8 @@ import pytest
 from pixdiff.cli.main import main
 from pixdiff.eval.report import balanced_labels, parse_metrics
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
