@@ -1,67 +1,67 @@
-"""pixdiff: pixel-space diffusion on one continuous-time core."""
+"""pixdiff: pixel-space diffusion on one continuous-time core.
 
-from pixdiff.conditioning import Cond
-from pixdiff.denoiser import Denoised, Denoiser
-from pixdiff.discrete_schedules import DiscreteSchedule
-from pixdiff.guidance import ClassifierFreeGuidance
-from pixdiff.images import make_grid, save_images
-from pixdiff.pipelines.cascade import Stage, cascade
-from pixdiff.pipelines.edit import img2img, inpaint
-from pixdiff.pipelines.generate import generate
-from pixdiff.pipelines.model import CascadeModel, Model, load
-from pixdiff.pipelines.steering import Steering
-from pixdiff.prediction import PREDICTION_TYPES
-from pixdiff.samplers import Picard, sample_ddim, sample_ddpm
-from pixdiff.samplers import available as available_samplers
-from pixdiff.sampling import Sampling, sample
-from pixdiff.schedule_registry import get_schedule, schedule_from_dict
-from pixdiff.schedules import (
-    EDMSchedule,
-    FlowSchedule,
-    Schedule,
-    VESchedule,
-    VPCosineSchedule,
-    VPLinearLogSNRSchedule,
-    VPLinearSchedule,
-    q_sample,
-)
-from pixdiff.timesteps import time_grid
+The public names are imported on first use (PEP 562 module ``__getattr__``): ``import pixdiff``
+and the first moment of every ``pixdiff`` command do not import torch, so a Ctrl-C then is
+answered by pixdiff (one line, exit 130) rather than by a traceback from inside torch's import.
+``pixdiff.load`` and ``from pixdiff import load`` work as with eager imports.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PREDICTION_TYPES",
-    "CascadeModel",
-    "Model",
-    "Picard",
-    "Steering",
-    "Sampling",
-    "Stage",
-    "ClassifierFreeGuidance",
-    "Cond",
-    "Denoised",
-    "Denoiser",
-    "DiscreteSchedule",
-    "EDMSchedule",
-    "FlowSchedule",
-    "Schedule",
-    "VESchedule",
-    "VPCosineSchedule",
-    "VPLinearLogSNRSchedule",
-    "VPLinearSchedule",
-    "available_samplers",
-    "cascade",
-    "generate",
-    "get_schedule",
-    "img2img",
-    "inpaint",
-    "load",
-    "make_grid",
-    "q_sample",
-    "sample",
-    "sample_ddim",
-    "sample_ddpm",
-    "save_images",
-    "schedule_from_dict",
-    "time_grid",
-]
+# public name -> "module" (the same name there) or "module:name"
+_PUBLIC = {
+    "PREDICTION_TYPES": "pixdiff.prediction",
+    "CascadeModel": "pixdiff.pipelines.model",
+    "Model": "pixdiff.pipelines.model",
+    "Picard": "pixdiff.samplers",
+    "Steering": "pixdiff.pipelines.steering",
+    "Sampling": "pixdiff.sampling",
+    "Stage": "pixdiff.pipelines.cascade",
+    "ClassifierFreeGuidance": "pixdiff.guidance",
+    "Cond": "pixdiff.conditioning",
+    "Denoised": "pixdiff.denoiser",
+    "Denoiser": "pixdiff.denoiser",
+    "DiscreteSchedule": "pixdiff.discrete_schedules",
+    "EDMSchedule": "pixdiff.schedules",
+    "FlowSchedule": "pixdiff.schedules",
+    "Schedule": "pixdiff.schedules",
+    "VESchedule": "pixdiff.schedules",
+    "VPCosineSchedule": "pixdiff.schedules",
+    "VPLinearLogSNRSchedule": "pixdiff.schedules",
+    "VPLinearSchedule": "pixdiff.schedules",
+    "available_samplers": "pixdiff.samplers:available",
+    "cascade": "pixdiff.pipelines.cascade",
+    "generate": "pixdiff.pipelines.generate",
+    "get_schedule": "pixdiff.schedule_registry",
+    "img2img": "pixdiff.pipelines.edit",
+    "inpaint": "pixdiff.pipelines.edit",
+    "load": "pixdiff.pipelines.model",
+    "make_grid": "pixdiff.images",
+    "q_sample": "pixdiff.schedules",
+    "sample": "pixdiff.sampling",
+    "sample_ddim": "pixdiff.samplers",
+    "sample_ddpm": "pixdiff.samplers",
+    "save_images": "pixdiff.images",
+    "schedule_from_dict": "pixdiff.schedule_registry",
+    "time_grid": "pixdiff.timesteps",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name on first use and keep it (PEP 562)."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'pixdiff' has no attribute {name!r}")
+    module, _, attr = _PUBLIC[name].partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -28,10 +28,19 @@ are. Creating, locking and replacing run directories is :mod:`pixdiff.rundir`.
 
 Loading never executes code: safetensors holds only tensors and string metadata. A missing,
 malformed or non-finite entry raises :class:`CheckpointError` naming the file and the entry.
+
+Every safetensors and JSON file written here carries a SHA-256 of its content (the entry
+``checksum``, "sha256:HEX"), verified on load, so a zeroed block or a flipped bit is refused
+instead of loaded (a safetensors file: over its canonical header, less the checksum, then its
+tensor bytes; a JSON file: over the canonical JSON of the rest, so reformatting it is harmless
+and a changed value is refused until the user deletes the ``checksum`` entry, see
+RELIABILITY.md). Files without one (written before checksums, the shipped models) load as
+before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Iterator
@@ -62,6 +71,7 @@ CONFIG, MODEL, EMA, TRAIN_STATE = (
     "train_state.safetensors",
 )
 _NET_TYPES = {"unet": UNetConfig, "dit": DiTConfig}
+CHECKSUM = "checksum"  # "sha256:HEX" in a safetensors file's metadata and a JSON file
 
 
 class CheckpointError(ValueError):
@@ -76,18 +86,24 @@ def pixdiff_version() -> str:
         return "unknown"
 
 
-# ----------------------------------------------------------------------------- atomic files
+# ----------------------------------------------------------------------------- files, checksums
 
 
 def save_tensors(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
+    """Write a safetensors file atomically, the SHA-256 of its content in its metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(path, st_save(tensors, metadata=metadata))
+    header, body = _split(st_save(tensors, metadata=metadata))
+    header["__metadata__"] = {**(header.get("__metadata__") or {}), CHECKSUM: _digest(header, body)}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header so the data stays aligned
+    atomic_write(path, (len(text).to_bytes(8, "little") + text, body))
 
 
 def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file, raising CheckpointError that names the file on any problem."""
+    """Read a safetensors file and its metadata (less the checksum, verified when present),
+    raising CheckpointError that names the file on any problem."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -95,19 +111,52 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise CheckpointError(f"checkpoint file {path} does not exist") from e
     try:
         tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
+        header, body = _split(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is corrupt or not a safetensors file ({e})") from e
+    metadata = dict(header.get("__metadata__") or {})
+    if CHECKSUM in metadata and metadata.pop(CHECKSUM) != _digest(header, body):
+        raise CheckpointError(
+            f"{path}: checksum mismatch, the file is damaged; restore it from a copy or make "
+            "it again (train the run again)"
+        )
     return tensors, metadata
 
 
+def _split(data: bytes) -> tuple[dict, memoryview]:
+    """A safetensors file's parsed JSON header and its tensor bytes."""
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + n]), memoryview(data)[8 + n :]
+
+
+def _digest(header: dict, body: memoryview) -> str:
+    """SHA-256 of a safetensors file's content: its canonical header (names, dtypes, shapes,
+    offsets, metadata less the checksum), then its tensor bytes."""
+    meta = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != CHECKSUM}
+    digest = hashlib.sha256(_canonical({**header, "__metadata__": meta}))
+    digest.update(body)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _canonical(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _json_digest(obj: dict) -> str:
+    return f"sha256:{hashlib.sha256(_canonical(obj)).hexdigest()}"
+
+
 def write_json(path: str | Path, obj: dict) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+    """Write a JSON object atomically, indented, its checksum in a last ``checksum`` entry."""
+    plain = json.loads(json.dumps(obj))  # what a reader will see (tuples as lists, keys as str)
+    plain.pop(CHECKSUM, None)
+    doc = {**plain, CHECKSUM: _json_digest(plain)}
+    atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
 def read_json(path: str | Path) -> dict:
-    """Read a JSON object, raising CheckpointError that names the file if it is not one."""
+    """Read a JSON object (less its checksum, verified when present), raising CheckpointError
+    that names the file if it is not one, is damaged or was edited by hand."""
     path = Path(path)
     try:
         obj = json.loads(path.read_bytes())
@@ -117,6 +166,11 @@ def read_json(path: str | Path) -> dict:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} is not valid JSON for pixdiff: expected an object")
+    if CHECKSUM in obj and obj.pop(CHECKSUM) != _json_digest(obj):
+        raise CheckpointError(
+            f"{path}: checksum mismatch, the file is damaged or was edited by hand; to keep "
+            f'your edits delete its "{CHECKSUM}" entry, else restore the file from a copy'
+        )
     return obj
 
 

@@ -29,10 +29,14 @@ FORMAT = "pixdiff.noisy_classifier/1"  # the on-disk format's name, kept as save
 
 
 def check_out_dir(out: str | Path, *, overwrite: bool) -> Path:
-    """Refuse to replace a saved classifier in ``out`` unless ``overwrite``."""
+    """Refuse to replace a saved classifier in ``out`` (its config or its weights) unless
+    ``overwrite``."""
     out = Path(out)
-    if (out / CONFIG).exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds {CONFIG}; pass --overwrite to replace it")
+    held = [name for name in (CONFIG, MODEL) if (out / name).exists()]
+    if held and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds {' and '.join(held)}; pass --overwrite to replace it"
+        )
     return out
 
 

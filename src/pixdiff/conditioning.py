@@ -29,6 +29,10 @@ class Cond:
         guidance: (N,) float, the classifier-free guidance scale w as an input, for a network
             distilled from a guided teacher (guided distillation, Meng et al. 2023); sampled
             with one pass per step instead of the two of CFG.
+        self_cond: (N, C, H, W) the denoiser's previous x0 estimate of the same samples, for a
+            self-conditioned network (Chen et al. 2023, "Analog Bits", Sec. 3); absent: zeros,
+            as at the first step. Filled in at sampling time by
+            :class:`pixdiff.self_conditioning.SelfConditioning`, never by the user.
     """
 
     label: Tensor | None = None
@@ -38,6 +42,7 @@ class Cond:
     low_res: Tensor | None = None
     low_res_noise: Tensor | None = None
     guidance: Tensor | None = None
+    self_cond: Tensor | None = None
 
     def present(self) -> list[str]:
         """Names of the fields that are set."""
@@ -73,6 +78,12 @@ def merge(cond: Cond | None, extra: Cond | None) -> Cond | None:
     if both:
         raise ValueError(f"conditioning fields {both} are given twice")
     return replace(cond, **{n: getattr(extra, n) for n in extra.present()})
+
+
+def without_self_cond(cond: Cond) -> Cond | None:
+    """``cond`` less its previous x0 estimate (None when nothing else is set)."""
+    rest = replace(cond, self_cond=None)
+    return rest if rest.present() else None
 
 
 def check_supported(cond: Cond | None, supported: set[str], who: str) -> None:

@@ -19,10 +19,11 @@ from pixdiff.data.image_set import Split
 from pixdiff.discrete_schedules import DiscreteSchedule
 from pixdiff.nets.prompts import PromptEncoder
 from pixdiff.nets.text import build_text_encoder
+from pixdiff.prediction import LossSpace
 from pixdiff.schedule_registry import schedule_from_dict
 
 Loss = Literal["mse", "l1", "huber"]
-Weighting = Literal["none", "min-snr"]
+Weighting = Literal["none", "min-snr", "soft-min-snr", "sigmoid"]
 TimeSampling = Literal["uniform", "log-normal", "logit-normal"]
 LRSchedule = Literal["constant", "cosine"]
 Precision = Literal["fp32", "bf16"]
@@ -53,6 +54,8 @@ def _inside(value: float, interval: str) -> bool:
 def describe(interval: str) -> str:
     """'[1, inf)' -> '>= 1', '(0, inf)' -> '> 0', '[0, 1)' -> 'in [0, 1)'."""
     lo, hi = interval[1:-1].split(", ")
+    if (lo, hi) == ("-inf", "inf"):
+        return "a finite number"
     if hi == "inf":
         return f"{'>' if interval[0] == '(' else '>='} {lo}"
     return f"in {interval}"
@@ -136,12 +139,15 @@ class DiffusionConfig:
     schedule: dict = field(default_factory=lambda: {"kind": "linear"})
     prediction: str = "eps"
     loss: Loss = "mse"
+    loss_space: LossSpace = "prediction"  # x0|eps|v|flow: JiT's loss space (training/loss_space)
     huber_c: float = 0.03  # Huber transition (pseudo-Huber scale, Song & Dhariwal 2023)
     weighting: Weighting = "none"
-    min_snr_gamma: float = 5.0  # Hang et al. 2023
+    min_snr_gamma: float = valid_in("(0, inf)", 5.0)  # min-snr, soft-min-snr (training/weighting)
+    sigmoid_bias: float = valid_in("(-inf, inf)", 2.0)  # b of sigmoid(b - lambda), Kingma & Gao
     time_sampling: TimeSampling = "uniform"
-    p_mean: float = -1.2  # log-normal sigma (EDM, Karras et al. 2022) or logit-normal mean
-    p_std: float = 1.2
+    # ln(sigma) (log-normal, EDM) or logit(t) (logit-normal, SD3: 0, 1) ~ N(p_mean, p_std^2)
+    p_mean: float = valid_in("(-inf, inf)", -1.2)
+    p_std: float = valid_in("(0, inf)", 1.2)
     sigma_data: float = 0.5
     # for classifier-free guidance (Ho & Salimans 2022)
     label_dropout: float = valid_in("[0, 1)", 0.1)
@@ -149,14 +155,18 @@ class DiffusionConfig:
     # Dhariwal 2021, Eq. 15-16); the network outputs twice the channels
     learn_sigma: bool = False
     vlb_weight: float = 0.001
+    # self-conditioning (Chen et al. 2023, Analog Bits): the network also takes its previous x0
+    # estimate (twice the input channels); half the batches train on a first estimate
+    self_condition: bool = False
 
     def __post_init__(self) -> None:
         check_intervals(self, "diffusion")
         if self.vlb_weight < 0:
             raise ValueError(f"diffusion.vlb_weight must be >= 0, got {self.vlb_weight}")
+        schedule = schedule_from_dict(self.schedule)  # an unknown schedule or bad shift raises
         if not self.learn_sigma:
             return
-        if not isinstance(schedule_from_dict(self.schedule), DiscreteSchedule):
+        if not isinstance(schedule, DiscreteSchedule):
             raise ValueError(
                 f"diffusion.learn_sigma needs a discrete beta schedule (linear, cosine, ...), "
                 f"got {self.schedule.get('kind')!r}; use --formulation ddpm or v-cosine"

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pixdiff.conditioning import Cond
+from pixdiff.conditioning import Cond, without_self_cond
 from pixdiff.prediction import (
     PredictionType,
     check_prediction,
@@ -48,6 +48,12 @@ class Denoiser(nn.Module):
         sigma_data: data std for EDM preconditioning.
         learn_sigma: the network outputs twice the channels; the second half is its variance
             output (improved DDPM), returned as ``var_output``.
+        self_condition: the network takes its previous x0 estimate ``cond.self_cond`` (Chen et
+            al. 2023, Sec. 3); None reads it from ``net.config``.
+
+    For a network that is not self-conditioned a ``self_cond`` in the Cond is dropped: it is a
+    hint the sampling machinery gives every denoiser of a composition
+    (:mod:`pixdiff.self_conditioning`), not a condition.
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class Denoiser(nn.Module):
         *,
         sigma_data: float = 0.5,
         learn_sigma: bool = False,
+        self_condition: bool | None = None,
     ):
         super().__init__()
         check_prediction(prediction)
@@ -66,6 +73,9 @@ class Denoiser(nn.Module):
         self.prediction = prediction
         self.sigma_data = sigma_data
         self.learn_sigma = learn_sigma
+        if self_condition is None:  # the network's config says, where it has one
+            self_condition = getattr(getattr(net, "config", None), "self_condition", False)
+        self.self_condition = bool(self_condition)
 
     def coefs(self, t: Tensor | float, x: Tensor) -> PathCoefs:
         """Path coefficients at t, one per sample, in x's (at least float32) dtype and device."""
@@ -100,6 +110,8 @@ class Denoiser(nn.Module):
         return Denoised(x0, eps, var_output, out)
 
     def _call_net(self, x_in: Tensor, c_noise: Tensor, cond: Cond | None) -> Tensor:
+        if cond is not None and cond.self_cond is not None and not self.self_condition:
+            cond = without_self_cond(cond)
         param = next(self.net.parameters(), None) if isinstance(self.net, nn.Module) else None
         if param is not None and param.is_floating_point():
             x_in = x_in.to(param.dtype)

@@ -29,8 +29,10 @@ class DiskFullError(OSError):
         return self.strerror
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write bytes to ``path`` via a temp file in the same directory, fsync, rename, fsync dir.
+def atomic_write(path: str | Path, data: bytes | tuple[bytes | memoryview, ...]) -> None:
+    """Write bytes (or the parts of a tuple, one after the other, so a large file need not be
+    joined in memory) to ``path`` via a temp file in the same directory, fsync, rename, fsync
+    the directory.
 
     Raises DiskFullError (the old file untouched, the temp file removed) when the disk is full,
     IsADirectoryError or ValueError for a directory or a special file (a device such as
@@ -56,12 +58,13 @@ def atomic_write(path: str | Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def _write_and_replace(path: Path, data: bytes) -> None:
+def _write_and_replace(path: Path, data: bytes | tuple[bytes | memoryview, ...]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in data if isinstance(data, tuple) else (data,):
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -61,6 +61,11 @@ class DenoiserWrapper(nn.Module):
     def coefs(self, t, x):
         return self.denoiser.coefs(t, x)
 
+    @property
+    def self_condition(self) -> bool:
+        """Whether the denoiser below takes its previous x0 estimate (``cond.self_cond``)."""
+        return bool(getattr(self.denoiser, "self_condition", False))
+
 
 def label_cond(label: int) -> Callable[[Cond], Cond]:
     """Map a class condition to the same batch with every label set to ``label``: the null
@@ -114,8 +119,34 @@ def check_percentile(p: float) -> None:
         )
 
 
-def _per_sample_t(t: Tensor | float, x: Tensor) -> Tensor:
+def per_sample_t(t: Tensor | float, x: Tensor) -> Tensor:
     return torch.as_tensor(t, dtype=torch.float64, device=x.device).expand(x.shape[0])
+
+
+def interval_rows(t: Tensor, interval: tuple[float, float] | None) -> Tensor:
+    """Indices of the samples whose times t (N,) lie in ``interval`` (all when None)."""
+    if interval is None:
+        return torch.arange(t.shape[0], device=t.device)
+    return ((t >= interval[0]) & (t <= interval[1])).nonzero().squeeze(1)
+
+
+def guided_rows(
+    x_t: Tensor, t: Tensor, rows: Tensor, main: Denoised, other: Denoised, *, scale: float,
+    rescale: float, coefs,
+) -> Denoised:  # fmt: skip
+    """``main`` (N rows) with its rows ``rows`` guided by ``other`` (their second branch):
+    x0 = x0_other + w (x0_main - x0_other), eps likewise (Ho & Salimans 2022, Eq. 6; Karras et
+    al. 2024, Sec. 3), then CFG-rescaled if ``rescale`` > 0 (Lin et al. 2023); ``var_output``
+    and ``raw`` stay main's. t: (N,) per-sample times; coefs: the denoiser's ``coefs``."""
+    x0 = cfg_mix(other.x0, main.x0[rows], scale)
+    eps = cfg_mix(other.eps, main.eps[rows], scale)
+    if rescale:
+        x0 = cfg_rescale(x0, main.x0[rows], rescale)
+        eps = eps_from_x0(x_t[rows].to(x0.dtype), x0, coefs(t[rows], x_t[rows]))
+    return Denoised(
+        main.x0.index_copy(0, rows, x0), main.eps.index_copy(0, rows, eps), main.var_output,
+        main.raw,
+    )  # fmt: skip
 
 
 class ClassifierFreeGuidance(DenoiserWrapper):
@@ -149,19 +180,13 @@ class ClassifierFreeGuidance(DenoiserWrapper):
         check_rescale(rescale)
         self.scale, self.uncond, self.interval, self.rescale = scale, uncond, interval, rescale
 
-    def active_rows(self, t: Tensor) -> Tensor:
-        """Indices of the samples guidance applies to, for per-sample times t (N,)."""
-        if self.interval is None:
-            return torch.arange(t.shape[0], device=t.device)
-        return ((t >= self.interval[0]) & (t <= self.interval[1])).nonzero().squeeze(1)
-
     def forward(self, x_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Denoised:
         if cond is None:
             raise ValueError("classifier-free guidance needs a condition (a class or a prompt)")
         if self.scale == 1:
             return self.denoiser(x_t, t, cond)
-        t_n = _per_sample_t(t, x_t)
-        rows = self.active_rows(t_n)
+        t_n = per_sample_t(t, x_t)
+        rows = interval_rows(t_n, self.interval)
         if rows.numel() == 0:
             return self.denoiser(x_t, t, cond)
         n = x_t.shape[0]
@@ -170,16 +195,11 @@ class ClassifierFreeGuidance(DenoiserWrapper):
             torch.cat([t_n, t_n[rows]]),
             Cond.cat([cond, self.uncond(cond.index(rows))]),
         )
-        x0 = cfg_mix(both.x0[n:], both.x0[rows], self.scale)
-        eps = cfg_mix(both.eps[n:], both.eps[rows], self.scale)
-        if self.rescale:
-            x0 = cfg_rescale(x0, both.x0[rows], self.rescale)
-            eps = eps_from_x0(x_t[rows].to(x0.dtype), x0, self.coefs(t_n[rows], x_t[rows]))
-        var = None if both.var_output is None else both.var_output[:n]
-        return Denoised(
-            both.x0[:n].index_copy(0, rows, x0), both.eps[:n].index_copy(0, rows, eps), var,
-            both.raw[:n],
-        )  # fmt: skip
+        main = Denoised(*(None if v is None else v[:n] for v in both))
+        other = Denoised(*(None if v is None else v[n:] for v in both))
+        return guided_rows(
+            x_t, t_n, rows, main, other, scale=self.scale, rescale=self.rescale, coefs=self.coefs
+        )
 
 
 # ----------------------------------------------------------------------------- thresholding
@@ -298,7 +318,7 @@ class ClassifierGuidance(DenoiserWrapper):
         if cond is None or cond.label is None:
             raise ValueError("classifier guidance needs target classes (cond.label)")
         d = self.denoiser(x_t, t, cond if self.model_cond else without_label(cond))
-        t_n = _per_sample_t(t, x_t)
+        t_n = per_sample_t(t, x_t)
         # at zero SNR (alpha = 0) x_t carries nothing of the class: grad log p(y | x_t) = 0
         live = (self.schedule.alpha(t_n) > 0).nonzero().flatten()
         if live.numel() == 0 or self.scale == 0:

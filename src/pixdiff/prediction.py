@@ -25,6 +25,8 @@ from pixdiff.schedules import PathCoefs
 
 PredictionType = Literal["eps", "x0", "v", "flow", "score", "edm"]
 PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
+# where a loss is measured: the network's own output, or one of these types (training/loss_space)
+LossSpace = Literal["prediction", "x0", "eps", "v", "flow"]
 
 
 def check_prediction(prediction: str) -> None:
@@ -115,6 +117,22 @@ def target_from_x0_eps(
     raise AssertionError  # unreachable
 
 
+def convert_output(
+    prediction: PredictionType,
+    out: Tensor,
+    x_t: Tensor,
+    c: PathCoefs,
+    to: PredictionType,
+    *,
+    sigma_data: float = 0.5,
+) -> Tensor:
+    """A network output of type ``prediction`` at x_t, re-expressed as type ``to``: e.g. an
+    x0-prediction as the flow velocity (x_t - x0^) / t of the straight path, the velocity
+    loss space of JiT (Li & He 2025). Affine in ``out`` at fixed x_t."""
+    x0, eps = x0_eps_from_output(prediction, out, x_t, c, sigma_data=sigma_data)
+    return target_from_x0_eps(to, x0, eps, c, sigma_data=sigma_data)
+
+
 def velocity(x0: Tensor, eps: Tensor, c: PathCoefs) -> Tensor:
     """The probability-flow velocity dx_t/dt = alpha' x0 + sigma' eps."""
     return c.alpha_dt * x0 + c.sigma_dt * eps
@@ -134,3 +152,29 @@ def network_input_scale(
     if prediction == "edm":
         return edm_preconditioning(edm_sigma(c), sigma_data).c_in / c.alpha
     return 1.0
+
+
+def eps_error_gain(prediction: PredictionType, c: PathCoefs, *, sigma_data: float = 0.5) -> Tensor:
+    """k with out - out* = k (eps^ - eps) at a fixed x_t: how an error in eps shows in the
+    network's own output, so a weight w on the eps-MSE is w / k^2 on the output's MSE.
+
+    Every type is affine in x0^ at fixed x_t, and x0^ - x0 = -(sigma / alpha)(eps^ - eps):
+    eps 1; score -1/sigma; x0 -sigma/alpha; v (alpha^2 + sigma^2)/alpha;
+    flow (alpha sigma' - sigma alpha')/alpha; edm -(sigma/alpha)/c_out.
+    The eps and x0 rows give the conversions of min-SNR (Hang et al. 2023, Eq. 9).
+    """
+    a, s, da, ds = c
+    if prediction == "eps":
+        return torch.ones_like(s)
+    if prediction == "score":
+        return -1 / s
+    if prediction == "x0":
+        return -s / a
+    if prediction == "v":
+        return (a**2 + s**2) / a
+    if prediction == "flow":
+        return (a * ds - s * da) / a
+    if prediction == "edm":
+        return -(s / a) / edm_preconditioning(edm_sigma(c), sigma_data).c_out
+    check_prediction(prediction)
+    raise AssertionError  # unreachable

@@ -14,6 +14,7 @@ success, rolls back on an error before the commit, and always releases its locks
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import glob
 import io
@@ -33,7 +34,13 @@ from pixdiff.checkpoint import (
     read_json,
     write_json,
 )
-from pixdiff.files import append_line, atomic_write, is_orphaned_temp, remove_orphaned_temps
+from pixdiff.files import (
+    DiskFullError,
+    append_line,
+    atomic_write,
+    is_orphaned_temp,
+    remove_orphaned_temps,
+)
 
 MARKER, LOCK = ".pixdiff-run", ".lock"
 FORMAT, VERSION = "pixdiff-run", 1
@@ -70,21 +77,35 @@ class RunLock:
 
     def __init__(self, run: Path):
         path = run / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise _lock_failure(e, path) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise LockError(f"run {run} is being trained by {_holder(path)}") from None
         since = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": since}).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": since}).encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise _lock_failure(e, path) from e
         self.fd: int | None = fd
 
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _lock_failure(error: OSError, path: Path) -> OSError:
+    """The error of taking the lock ``path``, naming it (a full disk: DiskFullError)."""
+    if error.errno == errno.ENOSPC:
+        return DiskFullError(path, "nothing in the run was changed")
+    return type(error)(error.errno, error.strerror, str(path))  # the same kind, named
 
 
 def _holder(lock: Path) -> str:

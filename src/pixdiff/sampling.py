@@ -22,14 +22,18 @@ from pixdiff.samplers import (
 )
 from pixdiff.schedule_registry import get_schedule
 from pixdiff.schedules import EDMSchedule, Schedule
+from pixdiff.self_conditioning import self_conditioned
+from pixdiff.shifted_schedules import ShiftedSchedule
 from pixdiff.timesteps import Spacing, time_grid
 
 
 def default_spacing(schedule: Schedule) -> Spacing:
-    """trailing for discrete schedules (Lin et al. 2023), Karras for EDM, else uniform in t."""
+    """trailing for discrete schedules (Lin et al. 2023), Karras for EDM (shifted or not), else
+    uniform in t."""
     if isinstance(schedule, DiscreteSchedule):
         return "trailing"
-    return "karras" if isinstance(schedule, EDMSchedule) else "uniform-t"
+    base = schedule.base if isinstance(schedule, ShiftedSchedule) else schedule
+    return "karras" if isinstance(base, EDMSchedule) else "uniform-t"
 
 
 def steps_for_nfe(sampler: str, nfe: int, options: Mapping | None = None) -> int:
@@ -167,7 +171,8 @@ class Sampling:
                 progress=progress,
             )  # fmt: skip
         run = spec.bind(self.options)
-        return run(denoiser, x, ts, cond=cond, generator=generators, progress=progress)
+        den = self_conditioned(denoiser)  # a run's own previous-estimate state (Picard: its own)
+        return run(den, x, ts, cond=cond, generator=generators, progress=progress)
 
 
 def check_times(times: Sequence[float], steps: int) -> None:

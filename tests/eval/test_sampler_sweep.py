@@ -1,4 +1,5 @@
-"""``pixdiff bench samplers`` on the shipped model, tiny: files, convergence, bad input."""
+"""``pixdiff bench samplers`` on the shipped model, tiny: files, convergence, tuned grids beside
+the fixed ones, both metrics on the same images, bad input."""
 
 import csv
 import json
@@ -14,7 +15,13 @@ def test_bench_samplers_writes_csv_plot_summary_and_converges(tmp_path, capsys):
     argv = ["bench", "samplers", "-n", "3", "--samplers", "ddim,dpmpp-2m,heun", "--nfe", "3,6,12"]
     argv += ["--reference-steps", "48", "--out", str(out), "--no-progress", "--seed", "5"]
     assert main(argv) == 0
-    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    everything = list(csv.DictReader((out / "sweep.csv").open()))
+    # the shipped model has tuned grids (ddim, dpmpp-2m, unipc-bh2 at 4, 5, 6, 8, 10 NFE):
+    # without --grid they are swept beside the default grid, where they exist
+    tuned = {(r["sampler"], r["budget"]) for r in everything if r["grid"] == "tuned"}
+    assert tuned == {("ddim", "6"), ("dpmpp-2m", "6")}
+    rows = [r for r in everything if r["grid"] == "trailing"]
+    assert len(rows) == len(everything) - 2
     assert {r["sampler"] for r in rows} == {"ddim", "dpmpp-2m", "heun"}
     heun = [r for r in rows if r["sampler"] == "heun"]
     assert [(int(r["budget"]), int(r["nfe"]), int(r["steps"])) for r in heun] == [
@@ -27,7 +34,7 @@ def test_bench_samplers_writes_csv_plot_summary_and_converges(tmp_path, capsys):
         assert rmse == sorted(rmse, reverse=True), (name, rmse)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["best"]) == {"3", "6", "12"}
-    assert summary["reference"]["floor_rmse"] < min(float(r["score"]) for r in rows)
+    assert summary["reference"]["floor_rmse"] < min(float(r["score"]) for r in everything)
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "NFE <=  12:" in capsys.readouterr().out
 
@@ -45,12 +52,28 @@ def test_bad_input(capsys):
         check_samplers(["nope"])
     assert main(["bench", "samplers", "--nfe", "5,x"]) == 2
     assert "--nfe must be a comma-separated list" in capsys.readouterr().err
+    assert main(["bench", "samplers", "--metric", "rmse,fid"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown --metric ['fid']; valid: rmse, fd, rmse,fd" in err and err.count("\n") == 1
+    assert main(["bench", "samplers", "--metric", "fd,rmse", "--samplers", "ddim,ddpm"]) == 2
+    assert "'ddpm' is stochastic" in capsys.readouterr().err  # rmse, even second, is pathwise
 
 
 def test_reference_is_cached_and_reused(tmp_path, monkeypatch):
     import pixdiff.eval.sampler_sweep as sweep
 
-    argv = ["bench", "samplers", "-n", "2", "--samplers", "ddim", "--nfe", "4"]
+    argv = [
+        "bench",
+        "samplers",
+        "-n",
+        "2",
+        "--samplers",
+        "ddim",
+        "--nfe",
+        "4",
+        "--grid",
+        "trailing",
+    ]
     argv += ["--reference-steps", "8", "--out", str(tmp_path), "--no-progress"]
     assert main(argv) == 0
     calls = []
@@ -75,7 +98,33 @@ def test_bench_samplers_by_frechet_distance_takes_stochastic_samplers(tmp_path, 
         ("ddpm", "2"),
         ("ddpm", "8"),
     }
-    fd = {(r["sampler"], r["budget"]): float(r["score"]) for r in rows}
-    assert fd[("ddim", "8")] < fd[("ddim", "2")]  # more steps, closer to the data
+    fd = {(r["sampler"], r["budget"], r["grid"]): float(r["score"]) for r in rows}
+    assert fd[("ddim", "8", "trailing")] < fd[("ddim", "2", "trailing")]  # more steps, closer
+    assert ("ddim", "8", "tuned") in fd  # the shipped model's tuned grid, beside the default
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metric"] == "fd" and not (out / "reference.safetensors").exists()
+
+
+def test_both_metrics_score_the_same_images_and_the_reference_by_fd(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXDIFF_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "both"
+    argv = ["bench", "samplers", "-n", "130", "--samplers", "ddim", "--nfe", "2,4"]
+    argv += ["--grid", "trailing", "--reference-steps", "24", "--out", str(out)]
+    argv += ["--no-progress", "--batch-size", "130"]
+    assert main([*argv, "--metric", "fd,rmse"]) == 0
+    both = list(csv.DictReader((out / "sweep.csv").open()))
+    summary = json.loads((out / "summary.json").read_text())
+    assert main([*argv, "--metric", "rmse"]) == 0  # the same images, scored alone
+    alone = list(csv.DictReader((out / "sweep.csv").open()))
+    assert "rmse" not in alone[0] and "fd" in both[0] and "rmse" in both[0]
+    assert [r["rmse"] for r in both] == [r["score"] for r in alone]
+    assert [r["fd"] for r in both] == [r["score"] for r in both]  # ranked by the first metric
+    assert float(both[1]["rmse"]) < float(both[0]["rmse"])  # 4 NFE closer than 2
+    # the 24-step reference itself, scored by FD, is closer to the data than 2 or 4 DDIM steps
+    reference = summary["reference"]
+    assert reference["steps"] == 24 and reference["floor_rmse"] < float(both[1]["rmse"])
+    assert 0 < reference["fd"] < min(float(r["fd"]) for r in both)
+    assert summary["best"]["4"]["scores"] == {
+        "fd": float(both[1]["fd"]),
+        "rmse": float(both[1]["rmse"]),
+    }

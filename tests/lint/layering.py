@@ -28,9 +28,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pixdiff.schedules", "pixdiff.timesteps", "pixdiff.prediction", "pixdiff.denoiser",
         "pixdiff.conditioning", "pixdiff.files", "pixdiff.posterior", "pixdiff.vlb",
         "pixdiff.toy", "pixdiff.discrete_schedules", "pixdiff.schedule_registry",
+        "pixdiff.shifted_schedules",
     ),
     "nets": ("pixdiff.nets",),
-    "samplers": ("pixdiff.samplers", "pixdiff.guidance", "pixdiff.sampling", "pixdiff.low_res"),
+    "samplers": (
+        "pixdiff.samplers", "pixdiff.guidance", "pixdiff.sampling", "pixdiff.low_res",
+        "pixdiff.self_conditioning", "pixdiff.autoguidance",
+    ),
     "data": ("pixdiff.data", "pixdiff.images"),
     "store": (
         "pixdiff.checkpoint", "pixdiff.config", "pixdiff.rundir", "pixdiff.train_state",

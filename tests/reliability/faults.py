@@ -7,7 +7,8 @@
 
       python faults.py [--slow-writes SECONDS] [--full-disk-after N] -- ARGV...
 
-  The child prints ``STARTED`` on stdout right before ``pixdiff.cli.main.main`` runs.
+  The child imports the commands, then prints ``STARTED`` on stdout right before
+  ``pixdiff.cli.main.main`` runs (a signal while pixdiff imports: ``python -m pixdiff.cli.main``).
 - A small real disk: a tmpfs (:func:`small_disk`) when running as root, else nothing (callers
   then simulate ENOSPC with :func:`full_disk_after`).
 - Damage to a file: truncation, a zeroed range, one flipped bit (:data:`DAMAGES`).
@@ -302,8 +303,9 @@ def _child(argv: list[str]) -> int:
     p.add_argument("--full-disk-after", type=int, default=-1)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
-    from pixdiff.cli.main import main
+    from pixdiff.cli.main import build_parser, main
 
+    build_parser()  # import every command now (main would), so STARTED means ready to run
     if args.slow_writes:  # every atomic write sleeps before its fsyncs and its rename
         os.fsync = _slowly(os.fsync, args.slow_writes)
         os.replace = _slowly(os.replace, args.slow_writes)

@@ -1,19 +1,31 @@
 """Damaged, suspicious or half-written run files give one line naming the file and the entry,
-never a traceback and never a silent guess (#14.6); a full disk keeps the last checkpoint."""
+never a traceback and never a silent guess (#14.6); a full disk keeps the last checkpoint; the
+SHA-256 checksums of safetensors and JSON files catch what no format check can (a flipped bit)."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
 from tiny_runs import error_line, full_disk_on, resume_argv, run_main, train_argv
 
 from pixdiff import files
-from pixdiff.checkpoint import CheckpointError, load, read_json, read_tensors, save_tensors
+from pixdiff.checkpoint import (
+    CheckpointError,
+    load,
+    read_json,
+    read_tensors,
+    save_tensors,
+    write_json,
+)
 from pixdiff.files import DiskFullError, atomic_write, remove_orphaned_temps
+from pixdiff.shipped import shipped_run
 
 
 def test_atomic_write_keeps_the_old_file_when_the_disk_is_full(tmp_path, monkeypatch):
@@ -145,3 +157,121 @@ def test_a_run_without_ema_weights_warns_that_the_raw_ones_are_used(run_copy):
     (run_copy / "ema.safetensors").unlink()
     with pytest.warns(UserWarning, match="has no ema.safetensors; sampling from the raw weights"):
         load(run_copy)
+
+
+# ----------------------------------------------------------------------------- checksums
+
+
+def flip(path, at: int, bit: int = 0) -> None:
+    """Flip one bit of the file (``at`` from the start, or from the end when negative)."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def test_safetensors_round_trip_with_the_sha256_of_their_content(tmp_path):
+    path = tmp_path / "w.safetensors"
+    tensors = {
+        "a": torch.randn(3, 5),
+        "b": torch.arange(7),
+        "c": torch.randn(4, dtype=torch.float64).to(torch.bfloat16),
+    }
+    save_tensors(path, tensors, {"step": "12"})
+    back, meta = read_tensors(path)
+    assert meta == {"step": "12"} and all(torch.equal(back[k], v) for k, v in tensors.items())
+    # the stored checksum is SHA-256 over the canonical header without it, then the tensor bytes
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    stored = header["__metadata__"].pop("checksum")
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    assert stored == "sha256:" + hashlib.sha256(canonical + data[8 + n :]).hexdigest()
+    assert (8 + n) % 8 == 0  # tensor data stays aligned as safetensors writes it
+    assert safetensors_metadata(path) == {"step": "12", "checksum": stored}  # still safetensors
+
+
+def safetensors_metadata(path) -> dict:
+    with safe_open(path, framework="pt") as f:
+        return f.metadata()
+
+
+@pytest.mark.parametrize("where", ["tensor data", "metadata value", "checksum"])
+def test_a_flipped_bit_in_a_safetensors_file_is_refused_naming_the_file(tmp_path, where):
+    path = tmp_path / "w.safetensors"
+    save_tensors(path, {"a": torch.randn(64)}, {"step": "12"})
+    text = path.read_bytes()
+    at = {
+        "tensor data": len(text) - 100,  # inside a's float32 data: still a valid file
+        "metadata value": text.index(b'"12"') + 1,  # step 12 -> 02
+        "checksum": text.index(b"sha256:") + 20,
+    }[where]
+    flip(path, at)
+    with safe_open(path, framework="pt") as f:  # safetensors alone would load it
+        assert f.get_tensor("a").shape == (64,)
+    with pytest.raises(CheckpointError) as e:
+        read_tensors(path)
+    assert str(e.value).startswith(f"{path}: checksum mismatch, the file is damaged; ")
+    assert "\n" not in str(e.value)
+
+
+def test_safetensors_written_before_checksums_load_as_before(tmp_path):
+    path = tmp_path / "old.safetensors"
+    tensors = {"a": torch.randn(3), "b": torch.ones(2, dtype=torch.bfloat16)}
+    path.write_bytes(st_save(tensors, metadata={"step": "3"}))
+    back, meta = read_tensors(path)
+    assert meta == {"step": "3"} and all(torch.equal(back[k], v) for k, v in tensors.items())
+    flip(path, -1)  # without a checksum a flipped bit is not caught: why there is one now
+    assert not torch.equal(read_tensors(path)[0]["b"], tensors["b"])
+
+
+def test_the_shipped_models_have_no_checksum_and_load(tmp_path):
+    run = shipped_run("fashion")
+    assert "checksum" not in safetensors_metadata(run / "ema.safetensors")
+    assert "checksum" not in json.loads((run / "config.json").read_text())
+    model = load(run)
+    assert model.net.config.image_size == 28
+    assert next(model.net.parameters()).dtype == torch.float32  # bf16 on disk, cast on load
+
+
+def test_a_damaged_run_file_is_one_line_naming_it_from_sample_and_resume(run_copy, capsys):
+    ema = run_copy / "ema.safetensors"
+    flip(ema, -5, bit=3)
+    out = run_copy.parent / "out"
+    argv = ["sample", str(run_copy), "-n", "1", "--steps", "1", "--out", str(out), "--no-progress"]
+    code, err = run_main(capsys, argv)
+    assert code == 2 and f"{ema}: checksum mismatch, the file is damaged" in error_line(err)
+    flip(ema, -5, bit=3)  # repaired
+    state = run_copy / "train_state.safetensors"
+    flip(state, -5)
+    code, err = run_main(capsys, resume_argv(run_copy, "--steps", "3"))
+    assert code == 2 and f"{state}: checksum mismatch, the file is damaged" in error_line(err)
+
+
+def test_json_files_carry_a_checksum_that_ignores_formatting(tmp_path):
+    path = tmp_path / "config.json"
+    obj = {"train": {"lr": 1e-4, "steps": 3, "names": ("a", "b")}, "net": {"type": "unet"}}
+    write_json(path, obj)
+    doc = json.loads(path.read_text())
+    assert list(doc)[-1] == "checksum" and doc["checksum"].startswith("sha256:")
+    lists = {"train": {"lr": 1e-4, "steps": 3, "names": ["a", "b"]}, "net": {"type": "unet"}}
+    assert read_json(path) == lists  # what a reader sees: tuples as lists, no checksum
+    # re-indented, keys reordered, 1e-4 spelled 0.0001: the same content, accepted
+    doc["train"] = {"steps": 3, "names": ["a", "b"], "lr": 0.0001}
+    path.write_text(json.dumps(dict(reversed(doc.items()))))
+    assert read_json(path)["train"]["lr"] == 1e-4
+
+
+def test_a_hand_edited_config_json_is_refused_until_its_checksum_is_deleted(run_copy):
+    path = run_copy / "config.json"
+    doc = json.loads(path.read_text())
+    doc["train"]["diffusion"]["sigma_data"] = 0.25  # an edit a bit flip could also make
+    path.write_text(json.dumps(doc, indent=2))
+    with pytest.raises(CheckpointError) as e:
+        load(run_copy)
+    assert str(e.value) == (
+        f"{path}: checksum mismatch, the file is damaged or was edited by hand; to keep your "
+        'edits delete its "checksum" entry, else restore the file from a copy'
+    )
+    del doc["checksum"]  # what the message says: the edit is accepted deliberately
+    path.write_text(json.dumps(doc, indent=2))
+    assert load(run_copy).denoiser.sigma_data == 0.25

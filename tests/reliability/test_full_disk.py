@@ -16,9 +16,10 @@ import pytest
 from faults import TALLY, small_disk
 from tiny_runs import differences, error_line, long_argv, resume_argv, run_main
 
+from pixdiff import rundir
 from pixdiff.checkpoint import TRAIN_STATE, read_tensors
 from pixdiff.cli.output import SETTINGS
-from pixdiff.files import is_orphaned_temp
+from pixdiff.files import DiskFullError, is_orphaned_temp
 
 # disk sizes (KiB) that fill up at each stage of a run: the marker, model.safetensors of the
 # first checkpoint, its train_state.safetensors, then model.safetensors and
@@ -89,8 +90,24 @@ def test_training_on_a_disk_that_is_already_full(tiny_data, tmp_path, capsys, mo
     TALLY.trial("full disk")
     with full_disk(tmp_path / "disk", 64, monkeypatch, filled=True):
         code, err = run_main(capsys, long_argv(tiny_data, out))
-        assert code == 2 and "no space left on device" in error_line(err).lower()
+        line = error_line(err)  # the lock (a real tmpfs) or the marker (simulated) is named
+        assert code == 2 and f"no space left on device while writing {out}/" in line, line
     TALLY.survived("full disk")
+
+
+def test_a_full_disk_while_taking_the_lock_names_the_lock_file(run_copy, monkeypatch):
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir.os, "pwrite", full)
+    with pytest.raises(DiskFullError) as e:
+        rundir.RunLock(run_copy)
+    assert str(e.value) == (
+        f"no space left on device while writing {run_copy / rundir.LOCK}; nothing in the run "
+        "was changed"
+    )
+    monkeypatch.undo()
+    rundir.RunLock(run_copy).release()  # the failed attempt did not keep the lock
 
 
 def test_a_run_that_could_not_start_on_a_full_disk_leaves_nothing(

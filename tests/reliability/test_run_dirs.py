@@ -14,6 +14,7 @@ from tiny_runs import error_line, full_disk_on, resume_argv, run_main, snapshot,
 
 from pixdiff import checkpoint
 from pixdiff.checkpoint import read_tensors
+from pixdiff.classifier_store import check_out_dir
 from pixdiff.rundir import LOCK, MARKER, LockError, RunLock, claim, is_run
 from pixdiff.training import trainer
 
@@ -173,3 +174,16 @@ def test_a_run_from_before_the_marker_loads_resumes_and_is_not_overwritten(
 def test_resume_and_overwrite_together_are_refused(run_copy, tiny_data, capsys):
     code, err = run_main(capsys, train_argv(tiny_data, run_copy, "--overwrite", "--resume"))
     assert code == 2 and "contradict" in error_line(err)
+
+
+@pytest.mark.parametrize("held", [["model.safetensors"], ["config.json", "model.safetensors"]])
+def test_train_classifier_does_not_replace_weights_without_overwrite(tmp_path, held):
+    for name in held:
+        (tmp_path / name).write_bytes(b"someone's file")
+    with pytest.raises(FileExistsError) as e:
+        check_out_dir(tmp_path, overwrite=False)
+    assert str(e.value) == (
+        f"{tmp_path} already holds {' and '.join(held)}; pass --overwrite to replace it"
+    )
+    assert check_out_dir(tmp_path, overwrite=True) == tmp_path
+    assert all((tmp_path / n).read_bytes() == b"someone's file" for n in held)

@@ -152,6 +152,7 @@ def test_learned_sigma_run_trains_loads_and_samples(tmp_path, capsys):
     out = model.denoiser(torch.zeros(2, 3, 8, 8), torch.tensor(0.5))
     assert out.var_output is not None and out.var_output.shape == (2, 3, 8, 8)
     edited = json.loads((run / "config.json").read_text())
+    del edited["checksum"]  # how a hand edit is accepted (RELIABILITY.md)
     edited["train"]["diffusion"]["learn_sigma"] = False
     (run / "config.json").write_text(json.dumps(edited))
     with pytest.raises(CheckpointError, match="learn_sigma"):

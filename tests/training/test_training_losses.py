@@ -1,8 +1,8 @@
-"""Losses of every formulation, time sampling, min-SNR, EMA, and the NaN guard."""
+"""Losses of every formulation, time sampling, EMA, and the NaN guard (the weightings:
+test_weightings.py)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import pytest
@@ -17,7 +17,7 @@ from pixdiff.nets import build_net, preset
 from pixdiff.schedule_registry import schedule_from_dict
 from pixdiff.training import trainer
 from pixdiff.training.ema import EMA
-from pixdiff.training.losses import diffusion_loss, min_snr_weight, sample_time
+from pixdiff.training.losses import diffusion_loss, sample_time
 
 
 @pytest.mark.parametrize("name", sorted(FORMULATIONS))
@@ -69,17 +69,6 @@ def test_time_sampling_distributions():
     t = sample_time(flow, schedule_from_dict(flow.schedule), 20000, g)
     logit = torch.log(t / (1 - t))
     assert abs(logit.mean().item()) < 0.05 and abs(logit.std().item() - 1) < 0.05
-
-
-def test_min_snr_weights():
-    lam = torch.tensor([math.log(0.5), math.log(5.0), math.log(50.0)])
-    torch.testing.assert_close(min_snr_weight(lam, "eps", 5.0), torch.tensor([1.0, 1.0, 0.1]))
-    torch.testing.assert_close(min_snr_weight(lam, "x0", 5.0), torch.tensor([0.5, 5.0, 5.0]))
-    torch.testing.assert_close(
-        min_snr_weight(lam, "v", 5.0), torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51])
-    )
-    with pytest.raises(ValueError, match="flow"):
-        min_snr_weight(lam, "flow", 5.0)
 
 
 def test_ema_warmup_and_tracking():

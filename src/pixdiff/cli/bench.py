@@ -44,8 +44,10 @@ def add_parser(sub) -> None:
         description="Run every sampler at every NFE budget from the same noise, score each by "
         "its per-image RMSE (pixels in [-1, 1]) to a float64 reference solution of the same "
         "ODE (only deterministic samplers converge to it) or, with --metric fd, by the "
-        "Frechet distance to the run's dataset; write sweep.csv, sweep.png and summary.json "
-        "into --out and print the best sampler for each budget. The reference is kept in "
+        "Frechet distance to the run's dataset (--metric rmse,fd: both, on the same images, "
+        "and the reference's own FD); write sweep.csv, sweep.png and summary.json into --out "
+        "and print the best sampler for each budget. A run with tuned time grids (`pixdiff "
+        "tune-grid`) is swept on them beside its default grid. The reference is kept in "
         "--out/reference.safetensors and reused by a later run with the same model, "
         "reference and images.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -67,10 +69,11 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--metric",
         default="rmse",
-        choices=("rmse", "fd"),
         help="rmse: per-image RMSE to a many-step reference solution from the same noise "
         "(deterministic samplers); fd: Frechet distance to the run's dataset (any sampler; "
-        "-n at least 129 with the default extractor, thousands for a stable value)",
+        "-n at least 129 with the default extractor, thousands for a stable value); "
+        "rmse,fd or fd,rmse: both on the same images, ranked by the first, and the FD of "
+        "the reference solution itself",
     )
     p.add_argument(
         "--extractor",
@@ -94,7 +97,8 @@ def add_parser(sub) -> None:
         default=None,
         help="comma-separated time grids to sweep, from: "
         f"{', '.join(SPACINGS)}, {TUNED} (the run's tuned grids, `pixdiff tune-grid`, "
-        "where it has one for the sampler and budget); default: by schedule",
+        "where it has one for the sampler and budget); default: the schedule's grid, and "
+        f"{TUNED} beside it where the run has tuned grids for the samplers and budgets",
     )
     p.add_argument("--seed", type=flags.seed, default=0, help="seed; image i uses seed + i")
     p.add_argument("--out", default="out/bench-samplers", help="output directory")
@@ -103,6 +107,9 @@ def add_parser(sub) -> None:
     flags.add_device_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_samplers)
+
+
+LABELS = {"rmse": "RMSE", "fd": "FD"}  # --metric values and their column heads
 
 
 def parse_list(text: str, kind: type, what: str) -> list:
@@ -118,7 +125,8 @@ def parse_list(text: str, kind: type, what: str) -> list:
 def run_samplers(args) -> int:
     samplers = parse_list(args.samplers, str, "--samplers")
     nfes = [flags.nfe_budget(nfe) for nfe in parse_list(args.nfe, int, "--nfe")]
-    check_samplers(samplers, pathwise=args.metric == "rmse")
+    metrics = _metrics(args.metric)
+    check_samplers(samplers, pathwise="rmse" in metrics)
     check_samplers([args.reference_sampler])
     if args.num < 1 or args.reference_steps < 2:
         raise ValueError("-n must be >= 1 and --reference-steps >= 2")
@@ -136,35 +144,39 @@ def run_samplers(args) -> int:
     )
     out = Path(args.out)
     start = time.perf_counter()
-    score, floor, reference_info = _scorer(args, model, request, out)
-    label = "RMSE" if args.metric == "rmse" else "FD"
-    head = f"{'sampler':<16}{'grid':<11}{'budget':>7}{'NFE':>5}{'steps':>7}{label:>11}{'s':>8}"
-    print(head, flush=True)
+    scores, floor, reference_info = _scorers(args, metrics, model, request, out)
+    label = LABELS[metrics[0]]
+    head = f"{'sampler':<16}{'grid':<11}{'budget':>7}{'NFE':>5}{'steps':>7}"
+    print(head + "".join(f"{LABELS[m]:>11}" for m in metrics) + f"{'s':>8}", flush=True)
 
     def show(row: SweepRow) -> None:
+        values = "".join(f"{row.scores[m]:>11.3e}" for m in metrics)
         print(
             f"{row.sampler:<16}{row.grid:<11}{row.budget:>7}{row.nfe:>5}{row.steps:>7}"
-            f"{row.score:>11.3e}{row.seconds:>8.1f}",
+            f"{values}{row.seconds:>8.1f}",
             flush=True,
         )
 
     rows = sweep(
         model,
         request,
-        score,
+        scores,
         samplers=samplers,
         nfes=nfes,
         grids=grids,
-        pathwise=args.metric == "rmse",
+        pathwise="rmse" in metrics,
         on_row=show,
     )
     write_csv(rows, out / "sweep.csv")
     ylabel = (
         "RMSE to the reference solution (lower is better)"
-        if args.metric == "rmse"
+        if metrics[0] == "rmse"
         else f"FD to {reference_info['data']} (lower is better)"
     )
-    plot(rows, out / "sweep.png", floor=floor, title=args.run or "shipped model", ylabel=ylabel)
+    floor_line = floor if metrics[0] == "rmse" else None  # the RMSE floor, not on an FD plot
+    plot(
+        rows, out / "sweep.png", floor=floor_line, title=args.run or "shipped model", ylabel=ylabel
+    )
     best = best_per_budget(rows)
     summary = {
         "run": args.run or "shipped",
@@ -177,7 +189,13 @@ def run_samplers(args) -> int:
         "seed": args.seed,
         "seconds": time.perf_counter() - start,
         "best": {
-            str(b): {"sampler": r.sampler, "grid": r.grid, "nfe": r.nfe, "score": r.score}
+            str(b): {
+                "sampler": r.sampler,
+                "grid": r.grid,
+                "nfe": r.nfe,
+                "score": r.score,
+                "scores": r.scores,
+            }  # fmt: skip
             for b, r in best.items()
         },
     }
@@ -192,35 +210,54 @@ def run_samplers(args) -> int:
     return 0
 
 
+def _metrics(text: str) -> list[str]:
+    """--metric as a list of distinct metrics, the ranking one first."""
+    metrics = list(dict.fromkeys(parse_list(text, str, "--metric")))
+    unknown = [m for m in metrics if m not in LABELS]
+    if unknown:
+        raise ValueError(f"unknown --metric {unknown}; valid: rmse, fd, rmse,fd")
+    return metrics
+
+
 def _grids(text: str | None, model, samplers: list[str], nfes: list[int]) -> list[str | None]:
-    """--grid as a list (None: the schedule's default grid); "tuned" needs at least one of
-    the run's tuned grids for the samplers and budgets swept."""
+    """--grid as a list (None: the schedule's default grid, and "tuned" beside it where the
+    run has a tuned grid for a sampler and budget swept); an explicit "tuned" needs at least
+    one such grid."""
+    tuned = any(find_grid(model.path, s, nfe=b) is not None for s in samplers for b in nfes)
     if text is None:
-        return [None]
+        return [None, TUNED] if tuned else [None]
     grids = list(dict.fromkeys(parse_list(text, str, "--grid")))
     unknown = [g for g in grids if g not in (*SPACINGS, TUNED)]
     if unknown:
         raise ValueError(f"unknown --grid {unknown}; valid: {', '.join(SPACINGS)}, {TUNED}")
-    if TUNED in grids and not any(
-        find_grid(model.path, s, nfe=b) is not None for s in samplers for b in nfes
-    ):
+    if TUNED in grids and not tuned:
         raise ValueError(missing_message(model.path, samplers[0], nfes[0]))
     return grids
 
 
-def _scorer(args, model, request, out: Path):
-    """(score function, floor or None, what the score compares with) for --metric."""
-    if args.metric == "fd":
+def _scorers(args, metrics: list[str], model, request, out: Path):
+    """(metric -> score function, floor or None, what the scores compare with) for --metric;
+    with both metrics, the reference solution's own FD goes into the last."""
+    scores, info, floor, ref = {}, {}, None, None
+    if "rmse" in metrics:
+        ref, floor, info = _rmse_reference(args, model, request, out)
+        scores["rmse"] = rmse_score(ref)
+    if "fd" in metrics:
         extractor = load_extractor(args.extractor, batch_size=args.batch_size, device=args.device)
         data = model.config["train"]["data"]["name"]
         reference_stats_ = reference_stats(data, "test" if data == "fashion-mnist" else "train",
                                            extractor)  # fmt: skip
         print(f"score: FD to {data} through {args.extractor}", flush=True)
-        return (
-            fd_score(extractor, reference_stats_),
-            None,
-            {"data": data, "extractor": args.extractor},
-        )
+        scores["fd"] = fd_score(extractor, reference_stats_)
+        info = {**info, "data": data, "extractor": args.extractor}
+        if ref is not None:
+            info["fd"] = scores["fd"](ref)
+            print(f"reference FD: {info['fd']:.3e}", flush=True)
+    return {m: scores[m] for m in metrics}, floor, info
+
+
+def _rmse_reference(args, model, request, out: Path):
+    """(reference solution, its floor, what it is) for --metric rmse."""
     print(
         f"reference: {args.reference_sampler}, {args.reference_steps} steps, float64, "
         f"{args.num} images",
@@ -237,4 +274,4 @@ def _scorer(args, model, request, out: Path):
     )
     print(f"reference floor (RMSE to itself at half the steps): {floor:.2e}", flush=True)
     info = {"sampler": args.reference_sampler, "steps": args.reference_steps, "floor_rmse": floor}
-    return rmse_score(ref), floor, info
+    return ref, floor, info

@@ -304,6 +304,14 @@ def add_guidance_flags(p) -> None:
         "`pixdiff train-classifier` (needs --class; works for unconditional models too)",
     )
     g.add_argument(
+        "--guide-with",
+        default=None,
+        metavar="RUN",
+        help="autoguidance (Karras et al. 2024): guide by this weaker run of the same image "
+        "shape, schedule and conditioning (an early checkpoint, a smaller run) instead of the "
+        "unconditional branch; --guidance is then its scale. Works for unconditional models",
+    )
+    g.add_argument(
         "--classifier-scale",
         type=finite,
         default=None,
@@ -331,6 +339,9 @@ def steering(args) -> Steering:
         classifier=classifier,
         **{name: value for name, value in given.items() if value is not None},
     )
+    guide = None
+    if args.guide_with is not None:
+        guide = load(args.guide_with, ema=not args.raw, device=args.device)
     return Request(
         classes=args.class_,
         prompts=args.prompt,
@@ -338,6 +349,7 @@ def steering(args) -> Steering:
         negative_prompt=args.negative_prompt,
         guidance=args.guidance,
         options=options,
+        guide_with=guide,
     ).steering()
 
 

@@ -245,11 +245,11 @@ def _absolute(path: str | None) -> str | None:
 def run(args) -> int:
     from pixdiff.training.trainer import train
 
-    cfg = build_config(args)
-    if args.print_config:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    with stop_signals_interrupt():
+    with stop_signals_interrupt():  # from the first moment the command runs
+        cfg = build_config(args)
+        if args.print_config:
+            print(json.dumps(to_dict(cfg), indent=2))
+            return 0
         out = train(
             cfg,
             args.out,

@@ -8,6 +8,9 @@ Two scores, lower is better for both:
   distance between the reference and the same sampler with half its steps. Stochastic
   samplers do not converge to the ODE solution path by path, so they are refused.
 - ``fd``: the Frechet distance of the samples to real data (pixdiff.eval.fid), for any sampler.
+
+A sweep can score the same images by both (``sweep(scores=...)``), and the reference
+solution itself by FD: the few-step rows then sit beside the many-step sampler's FD.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import csv
 import io
 import itertools
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -53,7 +56,9 @@ DEFAULT_NFES = (5, 10, 20, 50)
 
 @dataclass(frozen=True)
 class SweepRow:
-    """One (sampler, budget) point; ``score``: the mean per-image RMSE to the reference, or FD.
+    """One (sampler, budget) point; ``score``: the first metric's value (the mean per-image
+    RMSE to the reference, or FD), which ranks the rows; ``scores``: every metric's value
+    (metric -> value, the first one included).
 
     ``nfe`` is the evaluations the method's registry entry counts for ``steps``, at most
     ``budget``; ``grid`` the time grid's name ("tuned": the run's tuned grid).
@@ -66,6 +71,7 @@ class SweepRow:
     score: float
     seconds: float
     grid: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,7 @@ def reference(
 def sweep(
     model: LoadedModel,
     request: SweepRequest,
-    score: Callable[[Tensor], float],
+    scores: Mapping[str, Callable[[Tensor], float]],
     *,
     samplers: Sequence[str] = DEFAULT_SAMPLERS,
     nfes: Sequence[int] = DEFAULT_NFES,
@@ -168,9 +174,13 @@ def sweep(
     for the sampler and budget, skipped where it has none).
 
     Args:
-        score: images (N, C, H, W) -> a number, lower is better (see ``rmse_score``).
-        pathwise: the score compares paths from the same noise (refuses stochastic samplers).
+        scores: metric name -> score function, images (N, C, H, W) -> a number, lower is
+            better (see ``rmse_score``, ``fd_score``); every row is scored by all of them,
+            on the same images, and ranked by the first.
+        pathwise: a score compares paths from the same noise (refuses stochastic samplers).
     """
+    if not scores:
+        raise ValueError("sweep needs at least one score")
     check_samplers(samplers, pathwise=pathwise)
     if any(b < 1 for b in nfes):
         raise ValueError(f"NFE budgets must be >= 1, got {list(nfes)}")
@@ -186,7 +196,9 @@ def sweep(
         x = draw(model, on, name, steps, times=times)
         seconds = time.perf_counter() - start
         label = grid or request.spacing or default_spacing(model.denoiser.schedule)
-        row = SweepRow(name, budget, spec.total_nfe(steps), steps, score(x), seconds, label)
+        values = {metric: score(x) for metric, score in scores.items()}
+        first = next(iter(values.values()))
+        row = SweepRow(name, budget, spec.total_nfe(steps), steps, first, seconds, label, values)
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -225,13 +237,18 @@ def best_per_budget(rows: Sequence[SweepRow]) -> dict[int, SweepRow]:
 
 
 def write_csv(rows: Sequence[SweepRow], path: Path) -> None:
-    """The sweep as CSV (one row per sampler and budget), written atomically."""
-
+    """The sweep as CSV (one row per sampler, grid and budget), written atomically: the row's
+    fields, then, where the rows have several metrics, one column per metric."""
+    fields = [f for f in SweepRow.__dataclass_fields__ if f != "scores"]
+    metrics = list(dict.fromkeys(m for row in rows for m in row.scores))
+    metrics = metrics if len(metrics) > 1 else []
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(SweepRow.__dataclass_fields__))
+    w = csv.DictWriter(buf, fieldnames=fields + metrics)
     w.writeheader()
     for row in rows:
-        w.writerow(asdict(row))
+        w.writerow(
+            {**{f: getattr(row, f) for f in fields}, **{m: row.scores.get(m, "") for m in metrics}}
+        )
     atomic_write(path, buf.getvalue().encode())
 
 

@@ -43,14 +43,21 @@ def broadcast_c_noise(c_noise: Tensor | float, batch: int, device: torch.device)
     return c
 
 
-def check_cond(cond: Cond | None, *, batch: int, required: Sequence[str], who: str) -> Cond:
+def check_cond(
+    cond: Cond | None,
+    *,
+    batch: int,
+    required: Sequence[str],
+    who: str,
+    optional: Sequence[str] = (),
+) -> Cond:
     """Check ``cond`` carries exactly the fields a network was built for, with batch ``batch``.
 
-    ``context_mask`` is optional whenever ``context`` is required. Returns ``cond`` or an
-    empty Cond.
+    ``context_mask`` is optional whenever ``context`` is required, and so are the fields in
+    ``optional``. Returns ``cond`` or an empty Cond.
     """
     cond = Cond() if cond is None else cond
-    optional = {"context_mask"} if "context" in required else set()
+    optional = set(optional) | ({"context_mask"} if "context" in required else set())
     check_supported(cond, set(required) | optional, who)
     missing = [n for n in required if getattr(cond, n) is None]
     if missing:
@@ -145,7 +152,10 @@ def check_net_inputs(x: Tensor, cond: Cond | None, config: Any, *, multiple: int
     """Validate x and cond against a UNet/DiT config, raising ValueError naming the problem."""
     c = config
     check_image(x, channels=c.in_channels, multiple=multiple, who=who)
-    cond = check_cond(cond, batch=x.shape[0], required=required_cond(c), who=who)
+    self_cond = ("self_cond",) if self_conditioned(c) else ()
+    cond = check_cond(
+        cond, batch=x.shape[0], required=required_cond(c), who=who, optional=self_cond
+    )
     if cond.context is not None:
         check_context(cond.context, cond.context_mask, batch=x.shape[0], context_dim=c.context_dim)
     if cond.pooled is not None:
@@ -159,4 +169,18 @@ def check_net_inputs(x: Tensor, cond: Cond | None, config: Any, *, multiple: int
         check_shape("low_res_noise", cond.low_res_noise, (x.shape[0],))
     if cond.guidance is not None:
         check_shape("guidance", cond.guidance, (x.shape[0],))
+    if cond.self_cond is not None:
+        check_shape("self_cond", cond.self_cond, tuple(x.shape))
     return cond
+
+
+def input_channels(config: Any) -> int:
+    """Channels of a UNet/DiT's first layer: x_t, the upsampled low-res image (SR3) and, for
+    self-conditioning, the previous x0 estimate (Chen et al. 2023, Sec. 3)."""
+    return config.in_channels * (2 if self_conditioned(config) else 1) + config.low_res_channels
+
+
+def self_conditioned(config: Any) -> bool:
+    """Whether a network config takes the previous x0 estimate (a config from before the field
+    existed, or of a network without it, does not)."""
+    return bool(getattr(config, "self_condition", False))

@@ -7,6 +7,11 @@ final layer and unpatchify. With ``context_dim`` each block gains a cross-attent
 after self-attention (PixArt-alpha, Chen et al. 2023) whose output projection starts at zero.
 With ``low_res_channels`` it is a super-resolution model: the upsampled low-resolution image is
 concatenated to x_t before the patch embedding (SR3 / CDM, as the U-Net).
+
+JiT's options (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise") turn it
+into their pixel Transformer with large patches: ``bottleneck_dim`` (a low-rank patch
+embedding, :mod:`.patches`), ``rope`` (2-D rotary position embedding in self-attention,
+:mod:`.rope`) and ``qk_norm`` (RMSNorm on queries and keys); presets ``jit-tiny-*``.
 """
 
 from __future__ import annotations
@@ -23,17 +28,20 @@ from pixdiff.nets.checks import (
     check_net_inputs,
     config_from_dict,
     config_to_dict,
+    input_channels,
     required_cond,
 )
 from pixdiff.nets.layers import (
     CondEmbedder,
     CrossAttention,
     SelfAttention,
-    concat_low_res,
     mlp,
+    network_input,
     sincos_pos_embed_2d,
     zero_module,
 )
+from pixdiff.nets.patches import init_patch_embedding, patch_embedding
+from pixdiff.nets.rope import rope_2d
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,13 @@ class DiTConfig:
             input before patchifying (SR3 / CDM super-resolution; 0 = none).
         guidance_embed: take the guidance scale ``cond.guidance`` as an input (a student of
             guided distillation, Meng et al. 2023); off for every trained model.
+        self_condition: also take the previous x0 estimate ``cond.self_cond`` as
+            ``in_channels`` more input channels (Chen et al. 2023, "Analog Bits", Sec. 3).
+        bottleneck_dim: patch -> bottleneck_dim -> hidden_size patch embedding (JiT; 0 = one
+            linear map, as DiT).
+        rope: 2-D rotary position embedding of queries and keys (RoPE-Axial, Heo et al. 2024),
+            beside the fixed sin-cos embedding, as JiT; needs a head width divisible by 4.
+        qk_norm: RMSNorm on each head's queries and keys (Dehghani et al. 2023; JiT).
     """
 
     in_channels: int = 3
@@ -68,22 +83,35 @@ class DiTConfig:
     pooled_dim: int = 0
     low_res_channels: int = 0
     guidance_embed: bool = False
+    self_condition: bool = False
+    bottleneck_dim: int = 0
+    rope: bool = False
+    qk_norm: bool = False
 
     def __post_init__(self) -> None:
         check_config_ints(
             self,
             positive=("in_channels", "image_size", "patch_size", "hidden_size", "depth")
             + ("num_heads",),
-            non_negative=("num_classes", "context_dim", "pooled_dim", "low_res_channels"),
+            non_negative=("num_classes", "context_dim", "pooled_dim", "low_res_channels")
+            + ("bottleneck_dim",),
         )
         if self.image_size % self.patch_size:
+            fits = [p for p in range(1, min(self.image_size, 32) + 1) if self.image_size % p == 0]
             raise ValueError(
-                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
+                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}: "
+                f"the patches must tile the image; use a patch_size in {fits} or another "
+                "image size (--image-size)"
             )
         if self.hidden_size % self.num_heads or self.hidden_size % 4:
             raise ValueError(
                 f"hidden_size {self.hidden_size} must be divisible by num_heads "
                 f"{self.num_heads} and by 4 (2-D sin-cos position embedding)"
+            )
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise ValueError(
+                f"rope needs a head width (hidden_size / num_heads = "
+                f"{self.hidden_size}/{self.num_heads}) divisible by 4"
             )
         if not self.mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
@@ -122,10 +150,12 @@ class DiTBlock(nn.Module):
     conditioning vector; an optional cross-attention sub-layer sits between attention and MLP.
     """
 
-    def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float, context_dim: int):
+    def __init__(
+        self, dim: int, *, num_heads: int, mlp_ratio: float, context_dim: int, qk_norm: bool = False
+    ):
         super().__init__()
         self.norm1 = _layer_norm(dim)
-        self.attn = SelfAttention(dim, num_heads=num_heads)
+        self.attn = SelfAttention(dim, num_heads=num_heads, qk_norm=qk_norm)
         self.cross_norm = _layer_norm(dim) if context_dim else None
         self.cross_attn = (
             CrossAttention(dim, context_dim, num_heads=num_heads) if context_dim else None
@@ -135,12 +165,18 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(
-        self, x: Tensor, c: Tensor, context: Tensor | None, context_mask: Tensor | None
+        self,
+        x: Tensor,
+        c: Tensor,
+        context: Tensor | None,
+        context_mask: Tensor | None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        """x (N, T, D) tokens, c (N, D) conditioning -> (N, T, D)."""
+        """x (N, T, D) tokens, c (N, D) conditioning -> (N, T, D); rope: (cos, sin) or None."""
         mod = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)  # 6 x (N, 1, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        h = modulate(self.norm1(x), shift_msa, scale_msa)
+        x = x + gate_msa * self.attn(h, rope=rope)
         if self.cross_attn is not None:
             x = x + self.cross_attn(self.cross_norm(x), context, context_mask)
         return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
@@ -172,8 +208,8 @@ class DiT(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.x_embedder = nn.Conv2d(
-            c.in_channels + c.low_res_channels, c.hidden_size, c.patch_size, c.patch_size
+        self.x_embedder = patch_embedding(
+            input_channels(c), c.hidden_size, c.patch_size, bottleneck_dim=c.bottleneck_dim
         )
         self.embed = CondEmbedder(
             c.hidden_size,
@@ -191,6 +227,7 @@ class DiT(nn.Module):
                 num_heads=c.num_heads,
                 mlp_ratio=c.mlp_ratio,
                 context_dim=c.context_dim,
+                qk_norm=c.qk_norm,
             )
             for _ in range(c.depth)
         )
@@ -209,9 +246,7 @@ class DiT(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        w = self.x_embedder.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.bias)
+        init_patch_embedding(self.x_embedder)
         if self.embed.label is not None:
             nn.init.normal_(self.embed.label.table.weight, std=0.02)
         for embedder in (self.embed.time, self.embed.low_res_noise, self.embed.guidance):
@@ -241,12 +276,13 @@ class DiT(nn.Module):
         c_noise = broadcast_c_noise(c_noise, x.shape[0], x.device)
         cond = self._check_inputs(x, cond)
         grid_h, grid_w = x.shape[2] // self.config.patch_size, x.shape[3] // self.config.patch_size
-        h = concat_low_res(x, cond.low_res) if self.config.low_res_channels else x
+        h = network_input(x, cond, self.config)
         tokens = self.x_embedder(h).flatten(2).transpose(1, 2)  # (N, T, D)
         tokens = tokens + self._pos_embed(grid_h, grid_w).to(tokens.dtype)
         c = self.embed(c_noise, cond)  # (N, D)
+        rope = self._rope(grid_h, grid_w)
         for block in self.blocks:
-            tokens = block(tokens, c, cond.context, cond.context_mask)
+            tokens = block(tokens, c, cond.context, cond.context_mask, rope)
         out = self.final_layer(tokens, c)  # (N, T, p * p * out_channels)
         return self.unpatchify(out, grid_h, grid_w)
 
@@ -256,6 +292,13 @@ class DiT(nn.Module):
             return self.pos_embed
         pos = sincos_pos_embed_2d(self.config.hidden_size, grid_h, grid_w)
         return pos[None].to(self.pos_embed.device)
+
+    def _rope(self, grid_h: int, grid_w: int) -> tuple[Tensor, Tensor] | None:
+        """(cos, sin), each (grid_h * grid_w, head_dim / 2), of the 2-D RoPE; None without."""
+        if not self.config.rope:
+            return None
+        cos, sin = rope_2d(self.config.hidden_size // self.config.num_heads, grid_h, grid_w)
+        return cos.to(self.pos_embed.device), sin.to(self.pos_embed.device)
 
     def unpatchify(self, x: Tensor, grid_h: int, grid_w: int) -> Tensor:
         """(N, T, p * p * C) -> (N, C, grid_h * p, grid_w * p)."""

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond
+from pixdiff.nets.checks import self_conditioned
+from pixdiff.nets.rope import apply_rope
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -183,10 +185,15 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention over tokens (Vaswani et al. 2017) using fused SDPA.
 
     With ``zero_init_out`` the output projection starts at zero, so a residual branch
-    ``x + attn(x)`` starts as the identity (ADM ``AttentionBlock``).
+    ``x + attn(x)`` starts as the identity (ADM ``AttentionBlock``). With ``qk_norm`` each
+    head's queries and keys pass through RMSNorm (Zhang & Sennrich 2019) before the dot
+    product, which bounds the attention logits (QK-norm: Henry et al. 2020; ViT-22B, Dehghani
+    et al. 2023; JiT, Li & He 2025); ``rope`` rotates them by position (:mod:`.rope`).
     """
 
-    def __init__(self, dim: int, *, num_heads: int, zero_init_out: bool = False):
+    def __init__(
+        self, dim: int, *, num_heads: int, zero_init_out: bool = False, qk_norm: bool = False
+    ):
         super().__init__()
         _check_heads(dim, num_heads)
         self.num_heads = num_heads
@@ -194,14 +201,24 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         if zero_init_out:
             zero_module(self.proj)
+        head_dim = dim // num_heads
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x (N, T, D) -> (N, T, D); mask (N, T) bool, False = padding no token attends to.
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """x (N, T, D) -> (N, T, D); mask (N, T) bool, False = padding no token attends to;
+        rope: (cos, sin), each (T, D / heads / 2), from :func:`.rope.rope_2d`.
 
         Every row of ``mask`` needs at least one True (a padding-only row would give NaN).
         """
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (N, T, D)
         q, k, v = (_split_heads(a, self.num_heads) for a in (q, k, v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         attend = None if mask is None else mask[:, None, None, :]  # (N, 1, 1, T) over keys
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)  # (N, heads, T, d)
         return self.proj(_merge_heads(out))
@@ -305,3 +322,16 @@ def concat_low_res(x: Tensor, low_res: Tensor) -> Tensor:
     bilinear avoids). x (N, C, H, W), low_res (N, C', h, w) -> (N, C + C', H, W)."""
     up = F.interpolate(low_res.to(x.dtype), size=x.shape[-2:], mode="bilinear", align_corners=False)
     return torch.cat([x, up], dim=1)
+
+
+def network_input(x: Tensor, cond: Cond, config) -> Tensor:
+    """x_t with the extra input channels a UNet/DiT ``config`` asks for: the upsampled low-res
+    image (:func:`concat_low_res`) and, with ``self_condition``, the previous x0 estimate
+    ``cond.self_cond`` (Chen et al. 2023, "Analog Bits", Sec. 3), zeros when it is absent (the
+    first sampling step, and half of the training batches, Alg. 1-2). (N, C, H, W) ->
+    (N, C [+ C'] [+ C], H, W)."""
+    h = concat_low_res(x, cond.low_res) if config.low_res_channels else x
+    if not self_conditioned(config):
+        return h
+    previous = torch.zeros_like(x) if cond.self_cond is None else cond.self_cond.to(x.dtype)
+    return torch.cat([h, previous], dim=1)

@@ -41,6 +41,25 @@ def _dit_pixels(size: str, patch_size: int) -> DiTConfig:
     )
 
 
+def _jit_tiny(patch_size: int) -> DiTConfig:
+    """A JiT-style pixel Transformer (Li & He 2025) small enough for a 2-core CPU (ours; no
+    published counterpart): 32x32x3, width 64, 4 blocks of 4 heads, a 16-channel bottleneck
+    patch embedding, 2-D RoPE and qk-norm. Train it as JiT does, x0-prediction with a flow
+    velocity loss: ``--formulation flow --set diffusion.prediction=x0 --set
+    diffusion.loss_space=flow`` (docs/concepts.md, Section 16)."""
+    return DiTConfig(
+        in_channels=3,
+        image_size=32,
+        patch_size=patch_size,
+        hidden_size=64,
+        depth=4,
+        num_heads=4,
+        bottleneck_dim=16,
+        rope=True,
+        qk_norm=True,
+    )
+
+
 PRESETS: dict[str, NetConfig] = {
     # DDPM CIFAR-10 U-Net (Ho et al. 2020, Appendix B): 35.7M published; 35,746,307 here.
     # Additive time embedding, single-head attention at 16x16, dropout 0.1, conv resampling.
@@ -160,6 +179,8 @@ PRESETS: dict[str, NetConfig] = {
 PRESETS.update(
     {f"dit-{size}-{patch}": _dit_pixels(size, patch) for size in _DIT_SIZES for patch in (2, 4, 8)}
 )
+# jit-tiny-2 / -4 / -8: 256, 64 and 16 tokens at 32x32.
+PRESETS.update({f"jit-tiny-{patch}": _jit_tiny(patch) for patch in (2, 4, 8)})
 
 _NET_CLASSES: dict[type, type[nn.Module]] = {UNetConfig: UNet, DiTConfig: DiT}
 

@@ -25,9 +25,10 @@ from pixdiff.nets.checks import (
     check_net_inputs,
     config_from_dict,
     config_to_dict,
+    input_channels,
     required_cond,
 )
-from pixdiff.nets.layers import CondEmbedder, concat_low_res, group_norm, zero_module
+from pixdiff.nets.layers import CondEmbedder, group_norm, network_input, zero_module
 from pixdiff.nets.unet_blocks import (
     AttentionBlock,
     Downsample,
@@ -63,6 +64,8 @@ class UNetConfig:
         low_res_channels: channels of ``cond.low_res`` concatenated to the input (0 = none).
         guidance_embed: take the guidance scale ``cond.guidance`` as an input (a student of
             guided distillation, Meng et al. 2023); off for every trained model.
+        self_condition: also take the previous x0 estimate ``cond.self_cond`` as
+            ``in_channels`` more input channels (Chen et al. 2023, "Analog Bits", Sec. 3).
     """
 
     in_channels: int = 3
@@ -84,6 +87,7 @@ class UNetConfig:
     learn_sigma: bool = False
     low_res_channels: int = 0
     guidance_embed: bool = False
+    self_condition: bool = False
 
     def __post_init__(self) -> None:
         check_config_ints(
@@ -215,7 +219,7 @@ class UNet(nn.Module):
         """Input conv and the encoder levels; returns the blocks and their output widths."""
         c = self.config
         ch = c.model_channels * c.channel_mult[0]
-        blocks = [EmbedSequential(nn.Conv2d(c.in_channels + c.low_res_channels, ch, 3, padding=1))]
+        blocks = [EmbedSequential(nn.Conv2d(input_channels(c), ch, 3, padding=1))]
         skips = [ch]
         for level, mult in enumerate(c.channel_mult):
             for _ in range(c.num_res_blocks):
@@ -263,7 +267,7 @@ class UNet(nn.Module):
         c_noise = broadcast_c_noise(c_noise, x.shape[0], x.device)
         cond = self._check_inputs(x, cond)
         emb = self.embed(c_noise, cond)  # (N, emb_dim)
-        h = concat_low_res(x, cond.low_res) if self.config.low_res_channels else x
+        h = network_input(x, cond, self.config)
         args = (emb, cond.context, cond.context_mask)
         skips = []
         for block in self.input_blocks:

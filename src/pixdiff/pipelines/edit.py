@@ -18,6 +18,7 @@ from pixdiff.samplers import per_sample_generators, randn
 from pixdiff.samplers.common import Generators, randn_like
 from pixdiff.sampling import Sampling
 from pixdiff.schedules import Schedule, q_sample
+from pixdiff.self_conditioning import self_conditioned
 
 DEFAULT_SAMPLING = Sampling()  # 50 DDIM steps on the schedule's default grid
 
@@ -115,6 +116,7 @@ def inpaint(
     if resample < 1:
         raise ValueError(f"resample must be >= 1 (1 = no resampling), got {resample}")
     schedule = denoiser.schedule
+    denoiser = self_conditioned(denoiser)  # one run: each step sees the previous estimate
     ts = sampling.grid(schedule)
     generators = per_sample_generators(seed, x0.shape[0])
     x = randn(x0.shape, generators, device=x0.device) * schedule.prior_std()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -64,6 +64,7 @@ class Request:
     negative_class: int | str | None = None
     negative_prompt: str | None = None
     options: GuidanceOptions | None = None
+    guide_with: Model | str | Path | None = None
 
     def count(self) -> int:
         """n, else the number of classes or prompts given as a sequence, else 1."""
@@ -82,6 +83,7 @@ class Request:
             negative_prompt=self.negative_prompt,
             guidance=self.guidance,
             options=self.options or GuidanceOptions(),
+            guide_with=self.guide_with,
         )
 
     def sampling(self, run_config: dict, run: Path | None = None) -> Sampling:
@@ -123,6 +125,7 @@ class Generator(ABC):
         negative_class: int | str | None = None,
         negative_prompt: str | None = None,
         options: GuidanceOptions | None = None,
+        guide_with: Model | str | Path | None = None,
         seed: int = 0,
         batch_size: int = 64,
         output: Output = "pil",
@@ -134,11 +137,13 @@ class Generator(ABC):
         cascade); ``nfe`` picks the most steps that fit the budget. ``grid`` is a spacing or
         "tuned"; by default the run's tuned grid for that sampler and budget where it has one
         (``pixdiff tune-grid``). Guidance defaults to the run's scale where a class or prompt
-        steers. Returns PIL images, or with
+        steers. ``guide_with`` (a loaded model, a shipped name or a run directory) guides by
+        that weaker run instead of the unconditional branch (autoguidance, Karras et al. 2024),
+        ``guidance`` being its scale. Returns PIL images, or with
         ``output="tensor"`` an (n, C, H, W) tensor in [-1, 1]."""
         request = Request(
             classes, prompts, n, steps, nfe, sampler, grid, guidance, negative_class,
-            negative_prompt, options,
+            negative_prompt, options, guide_with,
         )  # fmt: skip
         x = self.draw(request, seed=seed, batch_size=batch_size, progress=progress)
         return _images(x, output)
@@ -154,6 +159,11 @@ class Model(LoadedModel, Generator):
 
     def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
         """The request's images, unclipped."""
+        if isinstance(request.guide_with, (str, Path)):  # load the guide beside the model
+            guide = load(request.guide_with, device=self.device)
+            if not isinstance(guide, Model):
+                raise ValueError(f"guide_with={request.guide_with!r} is a cascade, not one run")
+            request = replace(request, guide_with=guide)
         return generate(
             self, request.steering(), request.sampling(self.config, self.path), n=request.count(),
             seed=seed, batch_size=batch_size, device=self.device, progress=progress,

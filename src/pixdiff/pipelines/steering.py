@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from pixdiff.conditioning import Cond
 from pixdiff.guidance import GuidanceOptions, guide, label_cond
 from pixdiff.nets.prompts import PromptEncoder, check_prompts
+from pixdiff.pipelines.autoguide import Guidable, autoguided
 
 ClassRequest = int | str | Sequence[int | str] | Tensor | None
 
@@ -63,6 +64,9 @@ class Steering:
         guidance: classifier-free guidance scale w (1 = plain conditional); None: the run's
             ``sample.guidance`` when something steers, else 1.
         options: guidance interval, CFG-rescale, thresholding, classifier guidance.
+        guide_with: a weaker run of the same task to guide by instead of the unconditional
+            branch (autoguidance, Karras et al. 2024; :mod:`pixdiff.pipelines.autoguide`);
+            ``guidance`` is then its scale, and it needs no class or prompt.
     """
 
     classes: ClassRequest = None
@@ -71,6 +75,7 @@ class Steering:
     negative_prompt: str | None = None
     guidance: float | None = None
     options: GuidanceOptions = field(default_factory=GuidanceOptions)
+    guide_with: Guidable | None = field(default=None, compare=False, repr=False)
 
     def steers(self) -> bool:
         """Whether a class, prompt or negative is given for CFG to steer by or away from."""
@@ -94,8 +99,12 @@ class Steering:
         trained = distilled_scales(model)
         if trained is not None:  # the scale is an input: one pass per step, no CFG
             cond, uncond = self._scale_input(cond, scale, trained, n), None
+        den = model.denoiser
+        if self.guide_with is not None:  # the guide run takes CFG's place
+            negatives = _given(("--negative-class", self.negative_class))
+            den, uncond = autoguided(model, self.guide_with, scale, self.options, negatives), None
         den = guide(
-            model.denoiser, scale=scale, num_classes=model.num_classes, options=self.options,
+            den, scale=scale, num_classes=model.num_classes, options=self.options,
             uncond=uncond if self.steers() else None,
         )  # fmt: skip
         return Resolved(cond, den, scale, labels)
@@ -121,6 +130,8 @@ class Steering:
     def check_consumed(self, models: Sequence[Steerable], *, stage_guided: bool = False) -> None:
         """Raise for classes, prompts or guidance that no model of a cascade takes
         (``stage_guided``: a stage has a scale of its own other than 1)."""
+        if self.guide_with is not None:
+            raise ValueError("--guide-with guides one model, not the stages of a cascade")
         classes = any(m.num_classes for m in models)
         text = any(m.text_encoder is not None for m in models)
         for flag, value, ok in (
@@ -190,6 +201,9 @@ class Steering:
         """The CFG scale: as given, else the run's default where something steers; asking for
         guidance with nothing to steer by is an error."""
         conditional = model.num_classes or model.text_encoder is not None
+        default = model.config["train"]["sample"]["guidance"]
+        if self.guide_with is not None:  # autoguidance needs nothing to steer by
+            return default if self.guidance is None else self.guidance
         cfg_set = self.guidance not in (None, 1.0) or self.options.cfg_options()
         if not conditional and (cfg_set or self.negative_class is not None):
             _refuse_unconditional(self)
@@ -205,7 +219,6 @@ class Steering:
             )
         if self.guidance is not None:
             return self.guidance
-        default = model.config["train"]["sample"]["guidance"]
         return default if conditional and self.steers() else 1.0
 
     def _labels(self, model: Steerable, n: int) -> Tensor | None:

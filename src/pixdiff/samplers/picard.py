@@ -27,6 +27,7 @@ from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoised
 from pixdiff.posterior import posterior
 from pixdiff.samplers.common import Generators, SamplingError, check_grid
+from pixdiff.self_conditioning import SelfConditioning, takes_estimate, with_estimate
 
 # A one-step method with its options bound: step(denoiser, x, t, s, *, cond, generator).
 Step = Callable[..., Tensor]
@@ -78,8 +79,16 @@ def sample_picard(
     Each round steps every window state once, their network calls batched (a multi-stage
     step takes one round per stage); the states are updated by the cumulative drifts and the
     window slides past those that moved at most tolerance x their step's noise std.
+
+    A self-conditioned denoiser's previous x0 estimate (Chen et al. 2023, Alg. 2) is part of
+    each window state: state j carries the estimate of the last evaluation of step j - 1 and
+    is updated with it like x, so the fixed point is the sequential run's, estimates included.
+    A :class:`~pixdiff.self_conditioning.SelfConditioning` wrapper given (one inpainting
+    step) lends its estimate and gets the run's last one back.
     """
     check_grid(ts)
+    wrapper = denoiser if isinstance(denoiser, SelfConditioning) else None
+    denoiser, carried = _own_estimate(denoiser, x)
     steps = len(ts) - 1
     variance = posterior(denoiser.schedule, ts[:-1], ts[1:]).var_small.tolist()
     stub = _Stub(denoiser.schedule)
@@ -92,20 +101,34 @@ def sample_picard(
         while a < steps:
             n = min(window, steps - a)
             xs = xs[: n + 1] + [xs[-1]] * (n + 1 - len(xs))
-            stepped, calls, rounds = step_window(
-                step, denoiser, xs[:n], ts[a : a + n + 1], cond=cond, tape=tape, first=a
-            )
+            held = None if carried is None else carried[:n] + [carried[-1]] * (n - len(carried))
+            stepped, calls, rounds, last = step_window(
+                step, denoiser, xs[:n], ts[a : a + n + 1], cond=cond, tape=tape, first=a,
+                carried=held,
+            )  # fmt: skip
             new = picard_update(xs, stepped)
             stride = converged(xs, new, variance[a : a + n], tolerance**2)
             _check_finite(new[stride], a + stride, ts)
             _add(count, {"nfe": sum(calls), "rounds": rounds, "sequential": sum(calls[:stride])})
             a, xs = a + stride, new[stride:]
+            carried = None if carried is None else [carried[0], *last][stride:]
             tape.forget(a)
             bar.update(stride)
     tape.rewind(steps)  # the generators end where the sequential run leaves them
     if stats is not None:
         _add(stats, count)
+    if wrapper is not None:
+        wrapper.previous = carried[0]
     return xs[0]
+
+
+def _own_estimate(denoiser, x: Tensor):
+    """(the denoiser to call, the x0 estimates carried into the window: [zeros] at the start,
+    the same as none; None when the denoiser is not self-conditioned)."""
+    if isinstance(denoiser, SelfConditioning):
+        previous = denoiser.previous
+        return denoiser.denoiser, [torch.zeros_like(x) if previous is None else previous]
+    return denoiser, [torch.zeros_like(x)] if takes_estimate(denoiser) else None
 
 
 def _add(totals: dict, counts: dict) -> None:
@@ -145,16 +168,20 @@ def step_window(
     cond: Cond | None,
     tape: NoiseTape,
     first: int,
-) -> tuple[list[Tensor], list[int], int]:
+    carried: list[Tensor] | None = None,
+) -> tuple[list[Tensor], list[int], int, list[Tensor] | None]:
     """step(xs[j], ts[j], ts[j + 1]) for every j, the network calls of all j batched.
 
     Each pass replays the steps with a stand-in denoiser that answers the calls already made
     and stops a step at its next one; those requests are then made as one batched call. A
     one-stage step (DDIM, Euler, DDPM) takes one pass; a k-stage step k passes. ``xs[j]`` is
-    the state before step ``first + j``, whose noise ``tape`` replays.
+    the state before step ``first + j``, whose noise ``tape`` replays. With ``carried`` (the
+    x0 estimate carried into each state, for a self-conditioned denoiser) a step's first call
+    gets it as ``cond.self_cond`` and each later call the estimate of the call before.
 
     Returns:
-        the stepped states, each one's network evaluations, and the batched calls made.
+        the stepped states, each one's network evaluations, the batched calls made, and the
+        x0 estimate of each step's last call (None without ``carried``).
     """
     answers: list[list[Denoised]] = [[] for _ in xs]
     rounds = 0
@@ -169,12 +196,22 @@ def step_window(
             except _Pending as request:
                 pending.append((j, request))
         if not pending:
-            return stepped, [len(a) for a in answers], rounds
+            last = None if carried is None else _last_estimates(answers, carried)
+            return stepped, [len(a) for a in answers], rounds, last
+        if carried is not None:
+            for j, request in pending:
+                previous = answers[j][-1].x0 if answers[j] else carried[j]
+                request.cond = with_estimate(request.cond, previous)
         for (j, _), out in zip(
             pending, batched_call(denoiser, [r for _, r in pending]), strict=True
         ):
             answers[j].append(out)
         rounds += 1
+
+
+def _last_estimates(answers: list[list[Denoised]], carried: list[Tensor]) -> list[Tensor]:
+    """The x0 estimate each step leaves to the next: its last call's (else the one it got)."""
+    return [a[-1].x0 if a else c for a, c in zip(answers, carried, strict=True)]
 
 
 def batched_call(denoiser, requests: list[_Pending]) -> list[Denoised]:

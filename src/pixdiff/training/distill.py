@@ -116,6 +116,8 @@ class Distillation:
             raise ValueError(
                 "distillation needs a teacher without a learned variance and optim.grad_accum=1"
             )
+        if model.denoiser.self_condition:  # its targets come one call at a time, estimate-less
+            raise ValueError("distillation of a self-conditioned teacher is not supported")
         if optim.lr > 1:
             raise ValueError(f"optim.lr must be in (0, 1] to fine-tune a teacher, got {optim.lr}")
         sample = cfg.sample_defaults(teacher_train.sample.guidance)

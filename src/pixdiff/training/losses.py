@@ -5,7 +5,9 @@ is built from the true (x0, eps) by ``prediction.target_from_x0_eps``, so EDM's 
 al. 2022, Eq. 8: lambda(sigma) c_out^2 = 1, i.e. unit weight on F) and flow matching's velocity
 loss (Lipman et al. 2022, Eq. 23) are the same code path as DDPM's L_simple (Ho et al. 2020,
 Eq. 14). With ``learn_sigma`` the hybrid loss of improved DDPM adds the variational bound's
-term for the learned variance (Nichol & Dhariwal 2021, Eq. 16).
+term for the learned variance (Nichol & Dhariwal 2021, Eq. 16). With ``loss_space`` the output
+and its target are first re-expressed as another type, e.g. x0-prediction measured as a flow
+velocity (JiT, Li & He 2025; ``training/loss_space.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pixdiff.denoiser import Denoised, Denoiser
 from pixdiff.discrete_schedules import DiscreteSchedule
 from pixdiff.prediction import target_from_x0_eps
 from pixdiff.schedules import Schedule, q_sample
+from pixdiff.training.loss_space import in_loss_space
+from pixdiff.training.self_condition import training_cond
+from pixdiff.training.weighting import loss_weight
 from pixdiff.vlb import reverse_log_variance, vlb_term
 
 
@@ -45,22 +50,6 @@ def sample_time(
     else:
         t = torch.sigmoid(z)
     return t.clamp(max(schedule.t_min, 1e-5), schedule.t_max)
-
-
-def min_snr_weight(log_snr: Tensor, prediction: str, gamma: float) -> Tensor:
-    """Min-SNR-gamma weight in the network's own parameterization (Hang et al. 2023, Eq. 9):
-    min(SNR, gamma) / SNR for eps, min(SNR, gamma) for x0, min(SNR, gamma) / (SNR + 1) for v."""
-    snr = log_snr.exp()
-    clipped = snr.clamp(max=gamma)
-    if prediction == "eps":
-        return clipped / snr
-    if prediction == "x0":
-        return clipped
-    if prediction == "v":
-        return clipped / (snr + 1)
-    raise ValueError(
-        f"min-snr weighting is defined for eps, x0 and v prediction, not {prediction!r}"
-    )
 
 
 def distance(pred: Tensor, target: Tensor, kind: str, huber_c: float) -> Tensor:
@@ -89,14 +78,14 @@ def diffusion_loss(
     t = sample_time(cfg, schedule, x0.shape[0], generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     x_t = q_sample(schedule, x0, t, noise)
-    out = denoiser(x_t, t, cond)
+    out = denoiser(x_t, t, training_cond(denoiser, x_t, t, cond, generator))
     c = denoiser.coefs(t, x0)
     target = target_from_x0_eps(denoiser.prediction, x0, noise, c, sigma_data=cfg.sigma_data)
-    per_sample = distance(out.raw, target, cfg.loss, cfg.huber_c)
-    if cfg.weighting == "min-snr":
-        per_sample = per_sample * min_snr_weight(
-            schedule.log_snr(t).float(), denoiser.prediction, cfg.min_snr_gamma
-        )
+    pred, target, space = in_loss_space(cfg, denoiser, out.raw, target, x_t, t)  # JiT's v-loss
+    per_sample = distance(pred, target, cfg.loss, cfg.huber_c)
+    weight = loss_weight(cfg, schedule, space, t)  # training/weighting.py
+    if weight is not None:
+        per_sample = per_sample * weight.to(per_sample.device, per_sample.dtype)
     if cfg.learn_sigma:
         per_sample = per_sample + cfg.vlb_weight * vlb_loss(schedule, x0, x_t, t, out)
     return per_sample.mean()

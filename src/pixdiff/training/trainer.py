@@ -83,12 +83,19 @@ def net_config_for(cfg: TrainConfig, data: ImageSet, *, force_classes: bool = Fa
             "metadata.jsonl a typo? Pass --force-classes to train with that many"
         )
     fitted["learn_sigma"] = cfg.diffusion.learn_sigma
+    if cfg.diffusion.self_condition:  # only then: a network without the field is fine
+        fitted["self_condition"] = True
     _check_sr(cfg, data)
     asked = cfg.model.overrides.get("learn_sigma", cfg.diffusion.learn_sigma)
     if asked != cfg.diffusion.learn_sigma:
         raise TrainingError(
             f"model.overrides.learn_sigma={asked} contradicts diffusion.learn_sigma="
             f"{cfg.diffusion.learn_sigma}; set diffusion.learn_sigma (it also adds the VLB loss)"
+        )
+    if "self_condition" in cfg.model.overrides:
+        raise TrainingError(
+            "model.overrides.self_condition is set by diffusion.self_condition (it also changes "
+            "the training); use --set diffusion.self_condition=true"
         )
     return preset(cfg.model.preset, **{**fitted, **cfg.model.overrides})
 
@@ -147,6 +154,7 @@ def make_denoiser(net: nn.Module, cfg: TrainConfig, learn_sigma: bool) -> Denois
         d.prediction,
         sigma_data=d.sigma_data,
         learn_sigma=learn_sigma,
+        self_condition=d.self_condition,  # a DDP or compiled net hides its config
     )
 
 
