@@ -12,6 +12,8 @@ SHIPPED_RUNS = {
     # the same, progressively distilled to 2 DDIM steps at guidance 2 (pixdiff distill)
     "fashion-distilled": ASSETS / "fashion_distilled",
     "emoji": ASSETS / "emoji_unet",  # emoji 32x32, text-to-image
+    # the same, progressively distilled to 2 DDIM steps at guidance 3 (pixdiff distill)
+    "emoji-distilled": ASSETS / "emoji_distilled",
     "emoji-sr": ASSETS / "emoji_sr",  # emoji 32 -> 64 super-resolution
 }
 # name -> the runs of a cascade, base first
