@@ -10,7 +10,7 @@ The pixdiff recipes are ``pixdiff train`` runs (resumed from milestone to milest
 study continues where it stopped). The outside baseline is diffusers' ``train_unconditional``
 example at its defaults: a ``UNet2DModel`` (scaled to about 4M parameters), ``DDPMScheduler``
 (1000 linear betas, eps-prediction, MSE), AdamW lr 1e-4 with betas (0.95, 0.999), weight decay
-1e-6, 500 warm-up steps then cosine decay over the whole budget, gradient clipping at 1,
+1e-6, 500 warm-up steps then cosine decay over ``--horizon`` images (192k), gradient clipping at 1,
 random horizontal flips, and its EMA (``EMAModel`` with warm-up: inv_gamma 1, power 3/4,
 max decay 0.9999). It is sampled by the same pixdiff samplers through ``pixdiff.interop``.
 The baseline trains in one process; a killed baseline starts again from scratch.
@@ -80,6 +80,23 @@ RECIPES = [
         [*UNET_4M, "--formulation", "v-cosine", *_sets('diffusion.weighting="soft-min-snr"')],
         "cosine, v, soft min-SNR (HDiT)",
     ),
+    Recipe(
+        "jit-p4-x0",
+        [
+            "--preset",
+            "jit-tiny-4",
+            "--formulation",
+            "flow",
+            *_sets(
+                "model.overrides.hidden_size=192",
+                "model.overrides.depth=6",
+                "model.overrides.num_heads=6",
+                'diffusion.prediction="x0"',
+                'diffusion.loss_space="flow"',
+            ),
+        ],  # fmt: skip
+        "pixel transformer, patch 4 (49 tokens), x0-prediction, flow loss (JiT); 4.2M",
+    ),
 ]
 BASELINE = "diffusers"
 ALL_RECIPES = [r.name for r in RECIPES] + [BASELINE]
@@ -89,18 +106,20 @@ ALL_RECIPES = [r.name for r in RECIPES] + [BASELINE]
 
 
 def _last_elapsed(run: Path) -> float:
-    """The run's training wall time so far (log.csv's last elapsed_s)."""
+    """The training-loop wall time of the run's last invocation (log.csv's last elapsed_s,
+    which restarts at 0 when a run is resumed)."""
     with open(run / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     return float(rows[-1]["elapsed_s"]) if rows else 0.0
 
 
 def train_pixdiff(recipe: Recipe, run: Path, steps: int, args) -> float:
-    """Train (or resume) ``run`` to ``steps``; its training wall time so far in seconds."""
+    """Train (or resume) ``run`` to ``steps``; the wall time of this part in seconds."""
     common = [
         "--data", "fashion-mnist", "--set", "data.conditional=false", "--seed", str(args.seed),
         "--batch-size", str(args.batch_size), "--steps", str(steps), "--device", args.device,
-        "--set", "run.sample_every=0", "--set", "run.checkpoint_every=500", "--no-progress",
+        "--set", "run.sample_every=0", "--set", "run.checkpoint_every=500",
+        "--set", f"run.log_every={args.log_every}", "--no-progress",
     ]  # fmt: skip
     argv = ["--out", str(run), *common] + (["--resume"] if run.exists() else recipe.flags)
     cmd = [sys.executable, "-m", "pixdiff.cli.main", "train", *argv]
@@ -156,7 +175,7 @@ def train_diffusers(milestones: list[int], args, score) -> None:
     images = to_model_space(load_dataset("fashion-mnist", image_size=28).images)
     unet = diffusers_unet().to(args.device)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000)
-    total_steps = math.ceil(milestones[-1] / args.batch_size)
+    total_steps = math.ceil(max(milestones[-1], args.horizon) / args.batch_size)
     opt = torch.optim.AdamW(
         unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8
     )
@@ -239,9 +258,10 @@ def run_study(args) -> list[dict]:
             train_diffusers(args.milestones, args, lambda m, i, s: record(BASELINE, m, i, s))
             continue
         recipe = next(r for r in RECIPES if r.name == name)
+        seconds = max((r["train_s"] for r in results if r["recipe"] == name), default=0.0)
         for milestone in todo:
             steps = math.ceil(milestone / args.batch_size)
-            seconds = train_pixdiff(recipe, out / name, steps, args)
+            seconds += train_pixdiff(recipe, out / name, steps, args)
             record(name, load(out / name, device=args.device), milestone, seconds)
     return results
 
@@ -312,6 +332,16 @@ def parse_args(argv=None):
         "--samplers", default="dpmpp-2m,unipc-bh2", help="the best of these (by FD) is reported"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--horizon", type=int, default=192000,
+        help="training images over which the baseline's cosine learning rate decays (the full "
+        "study's length, so a shorter study trains it exactly as the full one does)",
+    )  # fmt: skip
+    p.add_argument(
+        "--log-every", type=int, default=25,
+        help="training log interval in steps; must divide every milestone's step count, so "
+        "the logged wall time ends at the milestone",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--plot", default="docs/bench/recipes-fd.png", help="PNG of the curves")
     args = p.parse_args(argv)
@@ -321,6 +351,9 @@ def parse_args(argv=None):
         p.error(f"unknown recipe(s) {unknown}; valid: {', '.join(ALL_RECIPES)}")
     args.milestones = sorted(int(m) for m in args.milestones.split(","))
     args.samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    steps = [math.ceil(m / args.batch_size) for m in args.milestones]
+    if any(k % args.log_every for k in steps):
+        p.error(f"--log-every {args.log_every} does not divide the milestones' steps {steps}")
     return args
 
 

@@ -298,6 +298,8 @@ def find_weights(path: Path, ema: bool) -> tuple[Path, Path]:
     """(weights file, config file) for a run directory or a .safetensors file beside config.json;
     a run without ema.safetensors warns that its raw weights are used."""
     if path.is_dir():
+        if not (path / CONFIG).exists():  # before the EMA warning, which would mislead
+            raise CheckpointError(f"{path / CONFIG} does not exist: {path} is not a pixdiff run")
         if ema and not (path / EMA).exists():
             warnings.warn(
                 f"{path} has no {EMA}; sampling from the raw weights {MODEL}", stacklevel=2

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import warnings
 
 import pytest
 import torch
@@ -157,6 +158,14 @@ def test_a_run_without_ema_weights_warns_that_the_raw_ones_are_used(run_copy):
     (run_copy / "ema.safetensors").unlink()
     with pytest.warns(UserWarning, match="has no ema.safetensors; sampling from the raw weights"):
         load(run_copy)
+
+
+def test_a_folder_that_is_not_a_run_is_named_without_the_ema_warning(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the raw-weights warning would mislead here
+        with pytest.raises(CheckpointError, match=r"photos/config.json does not exist: .* not a"):
+            load(tmp_path / "photos")
 
 
 # ----------------------------------------------------------------------------- checksums
