@@ -195,7 +195,12 @@ def test_a_stop_signal_while_pixdiff_is_imported_is_one_line(delay, tiny_data, t
     """Ctrl-C while the ``pixdiff`` command imports torch (``import pixdiff`` is lazy)."""
     TALLY.trial("stop signal while importing")
     argv = [sys.executable, "-m", "pixdiff.cli.main", *long_argv(tiny_data, tmp_path / "run")]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a terminal's foreground command: SIGINT at its default even when this test runs in a
+    # background job, whose children inherit an ignored SIGINT (pixdiff keeps it ignored)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     faults.signal_after(proc, signal.SIGINT, delay)
     stopped = faults.finish(proc)
     lines = [ln for ln in stopped.err.splitlines() if ln.strip()]
