@@ -267,7 +267,7 @@ def run_study(args) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    """Markdown: FD (KID x 1e3) per recipe and milestone, and the training seconds at the end."""
+    """Markdown: FD (KID) per recipe and milestone, and the training seconds at the end."""
     milestones = sorted({r["images"] for r in results})
     lines = [
         "| recipe | " + " | ".join(f"{m // 1000}k" for m in milestones) + " | train s |",
@@ -276,8 +276,7 @@ def table(results: list[dict]) -> str:
     for name in dict.fromkeys(r["recipe"] for r in results):
         rows = {r["images"]: r for r in results if r["recipe"] == name}
         cells = [
-            f"{rows[m]['fd']:.2f} ({1e3 * rows[m]['kid']:.1f})" if m in rows else "-"
-            for m in milestones
+            f"{rows[m]['fd']:.2f} ({rows[m]['kid']:.1f})" if m in rows else "-" for m in milestones
         ]
         last = rows[max(rows)]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {last['train_s']:.0f} |")
