@@ -249,17 +249,16 @@ def run_study(args) -> list[dict]:
         print(f"{recipe:<16}{images:>8}  FD {row['fd']:8.3f}  KID {row['kid']:.5f}  "
               f"({row['sampler']}, {seconds:.0f} s of training)", flush=True)  # fmt: skip
 
-    for name in args.recipes:
-        todo = [m for m in args.milestones if (name, m) not in done]
-        if not todo:
-            continue
-        if name == BASELINE:
-            results[:] = [r for r in results if r["recipe"] != BASELINE]  # it starts over
-            train_diffusers(args.milestones, args, lambda m, i, s: record(BASELINE, m, i, s))
-            continue
-        recipe = next(r for r in RECIPES if r.name == name)
-        seconds = max((r["train_s"] for r in results if r["recipe"] == name), default=0.0)
-        for milestone in todo:
+    if BASELINE in args.recipes and any((BASELINE, m) not in done for m in args.milestones):
+        results[:] = [r for r in results if r["recipe"] != BASELINE]  # it starts over
+        train_diffusers(args.milestones, args, lambda m, i, s: record(BASELINE, m, i, s))
+    # milestone by milestone, so a study cut short leaves every recipe at the same budget
+    for milestone in args.milestones:
+        for name in args.recipes:
+            if name == BASELINE or (name, milestone) in done:
+                continue
+            recipe = next(r for r in RECIPES if r.name == name)
+            seconds = max((r["train_s"] for r in results if r["recipe"] == name), default=0.0)
             steps = math.ceil(milestone / args.batch_size)
             seconds += train_pixdiff(recipe, out / name, steps, args)
             record(name, load(out / name, device=args.device), milestone, seconds)
