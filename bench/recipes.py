@@ -21,6 +21,8 @@ to stdout, and plots of FD against training images and wall time to ``--plot``.
     .venv/bin/python bench/recipes.py --out out/recipes                      # the full study
     .venv/bin/python bench/recipes.py --out out/recipes --recipes v-cosine,diffusers \\
         --milestones 12000,24000 --n 500                                      # a part of it
+    .venv/bin/python bench/recipes.py --out out/recipes --recipes flow \\
+        --with out/base/results.json     # the table and plot of this part and another one
 """
 
 from __future__ import annotations
@@ -342,6 +344,11 @@ def parse_args(argv=None):
     )  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--plot", default="docs/bench/recipes-fd.png", help="PNG of the curves")
+    p.add_argument(
+        "--with", dest="others", nargs="*", default=[], metavar="RESULTS",
+        help="results.json files of other parts of the study (e.g. the baseline trained in "
+        "a second process), read only, added to the table and the plot",
+    )  # fmt: skip
     args = p.parse_args(argv)
     args.recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     unknown = [r for r in args.recipes if r not in ALL_RECIPES]
@@ -358,6 +365,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     results = run_study(args)
+    for other in args.others:
+        results = results + load_results(Path(other))
     print(table(results))
     plot(results, Path(args.plot))
     print(f"plot: {args.plot}")
