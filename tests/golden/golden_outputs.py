@@ -97,13 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--write", action="store_true", help="record the outputs as the golden ones")
     p.add_argument("--check", action="store_true", help="compare bit for bit with the record")
+    p.add_argument(
+        "--record", type=Path, default=GOLDEN,
+        help="the record to write or compare with (default: the committed one; another CPU "
+        "can differ from it in the last bits, so record the base commit on that CPU first)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     outputs = golden_outputs()
     if args.write:
-        save_file({k: v.contiguous() for k, v in outputs.items()}, str(GOLDEN))
-        print(f"wrote {len(outputs)} outputs to {GOLDEN}")
+        save_file({k: v.contiguous() for k, v in outputs.items()}, str(args.record))
+        print(f"wrote {len(outputs)} outputs to {args.record}")
         return 0
-    golden = load_file(str(GOLDEN))
+    golden = load_file(str(args.record))
     bad = sorted(set(golden) ^ set(outputs))
     bad += [k for k in sorted(set(golden) & set(outputs)) if not torch.equal(golden[k], outputs[k])]
     print(f"{len(outputs) - len(bad)} of {len(golden)} outputs bit-identical; differ: {bad}")
