@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev,serve]"
+	@# the FID tests' reference network; --no-deps: the torchvision it asks for breaks this torch
+	$(BIN)/pip install -q --no-deps "torch-fidelity==0.4.0"
 	@touch $(STAMP)
 
 demo: setup

@@ -9,7 +9,8 @@ A run directory holds::
                              on the run; JSON {"pid", "since"} names it. The kernel drops
                              the lock when the process dies, so a stale file never blocks
     config.json              training config, resolved network config, class names,
-                             whether the model is text-conditioned
+                             whether the model is text-conditioned; an imported model's
+                             ``sampling`` (x0 clip, default grid; formats/diffusers_scheduler)
     model.safetensors        raw weights (for users); a text-conditioned model's keys are
                              ``net.*`` and ``text_encoder.*`` (its trained part)
     ema.safetensors          EMA weights (what sampling uses by default)
@@ -42,10 +43,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -329,7 +331,7 @@ def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cp
     state, _ = read_tensors(weights)
     load_state_into(net, state, str(weights))
     net.to(device).eval().requires_grad_(False)
-    denoiser = _run_denoiser(net, config, config_path)
+    denoiser = run_denoiser(net, config, config_path)
     return LoadedModel(denoiser, net, config, config.get("class_names"), Path(path))
 
 
@@ -342,11 +344,30 @@ def build_run_net(config: dict, source: str | Path) -> nn.Module:
     if config.get("text_conditioned"):
         with malformed(source, "train.text"):
             text = from_dict(TextConfig, config["train"].get("text", {}), f"{source}: train.text")
+        text = encoder_in_run(text, Path(source).parent)
+        if text.encoder != "builtin" and not Path(text.encoder).is_dir():
+            raise CheckpointError(
+                f"{source}: text encoder folder {text.encoder} not found (train.text.encoder "
+                "is relative to the run directory); copy the encoder's folder there, or set "
+                f"train.text.encoder in {source} to its path on this machine and delete that "
+                "file's checksum entry (RELIABILITY.md)"
+            )
         net = TextConditionedNet(net, text.build_encoder())
     return net
 
 
-def _run_denoiser(net: nn.Module, config: dict, source: str | Path) -> Denoiser:
+def encoder_in_run(text: TextConfig, run_dir: Path) -> TextConfig:
+    """``text`` with its Hugging Face encoder folder, which a run stores relative to its
+    directory (runs from before, as an absolute path), as a path from here; the builtin
+    encoder unchanged. The path is joined lexically (``..`` against the run's path as given),
+    so it holds before the run directory exists."""
+    if text.encoder == "builtin":
+        return text
+    folder = os.path.abspath(Path(run_dir).expanduser() / Path(text.encoder).expanduser())
+    return replace(text, encoder=folder)
+
+
+def run_denoiser(net: nn.Module, config: dict, source: str | Path) -> Denoiser:
     diff = entry(config, "train.diffusion", source)
     with malformed(source, "train.diffusion"):
         # runs from before diffusion.learn_sigma existed: the network config alone says it
@@ -361,4 +382,5 @@ def _run_denoiser(net: nn.Module, config: dict, source: str | Path) -> Denoiser:
             diff["prediction"],
             sigma_data=diff["sigma_data"],
             learn_sigma=net.config.learn_sigma,
+            clip_x0=config.get("sampling", {}).get("clip_x0"),
         )

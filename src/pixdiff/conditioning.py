@@ -33,6 +33,11 @@ class Cond:
             self-conditioned network (Chen et al. 2023, "Analog Bits", Sec. 3); absent: zeros,
             as at the first step. Filled in at sampling time by
             :class:`pixdiff.self_conditioning.SelfConditioning`, never by the user.
+        control: (N, C', H, W) a spatial control map in [-1, 1] at the image's size (edges,
+            sketch, mask, colour layout; :mod:`pixdiff.data.control`): concatenated to x_t by a
+            network trained with it, or read by a ControlNet adapter
+            (:mod:`pixdiff.nets.control`). All zeros is the null map (no uint8 map gives 0),
+            what a dropped map is replaced by in training.
     """
 
     label: Tensor | None = None
@@ -43,6 +48,7 @@ class Cond:
     low_res_noise: Tensor | None = None
     guidance: Tensor | None = None
     self_cond: Tensor | None = None
+    control: Tensor | None = None
 
     def present(self) -> list[str]:
         """Names of the fields that are set."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
-from pixdiff.data.image_set import Split
+from pixdiff.data import ControlConfig, Split
 from pixdiff.discrete_schedules import DiscreteSchedule
 from pixdiff.nets.prompts import PromptEncoder
 from pixdiff.nets.text import build_text_encoder
@@ -26,7 +26,7 @@ Loss = Literal["mse", "l1", "huber"]
 Weighting = Literal["none", "min-snr", "soft-min-snr", "sigmoid"]
 TimeSampling = Literal["uniform", "log-normal", "logit-normal"]
 LRSchedule = Literal["constant", "cosine"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "fp16"]  # fp16: with loss scaling
 
 
 def valid_in(interval: str, default):
@@ -80,9 +80,7 @@ class DataConfig:
     channels: int | None = None  # None: the dataset's own (1 for Fashion-MNIST, 3 otherwise)
     flip: bool = False  # random horizontal flips
     skip_bad_images: bool = False
-    # condition on what the data has: captions -> text (labels then unused; see text.enabled),
-    # else labels
-    conditional: bool = True
+    conditional: bool = True  # condition on what the data has: captions (text), else labels
 
 
 @dataclass(frozen=True)
@@ -200,6 +198,7 @@ class RunConfig:
     steps: int = valid_in("[1, inf)", 10000)
     seed: int = valid_in("[0, 4294967295]", 0)
     log_every: int = 50
+    logger: Literal["csv", "tensorboard"] = "csv"  # + events in RUN/tensorboard (.loggers)
     sample_every: int = 1000  # 0 disables periodic sample grids
     eval_every: int = 0  # metrics of the EMA model every K steps into eval.csv; 0 disables
     eval_n: int = 1000  # samples per periodic evaluation
@@ -274,6 +273,7 @@ class TrainConfig:
     sample: SampleDefaults = field(default_factory=SampleDefaults)
     text: TextConfig = field(default_factory=TextConfig)
     sr: SRConfig = field(default_factory=SRConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)  # spatial control (data/)
 
 
 # Formulation presets: the diffusion section for each family the core supports.

@@ -50,6 +50,9 @@ class Denoiser(nn.Module):
             output (improved DDPM), returned as ``var_output``.
         self_condition: the network takes its previous x0 estimate ``cond.self_cond`` (Chen et
             al. 2023, Sec. 3); None reads it from ``net.config``.
+        clip_x0: clip the x0 estimate to [-clip_x0, clip_x0] and keep eps as the network gave
+            it, as diffusers' DDPM and DDIM schedulers do with ``clip_sample`` (Ho et al. 2020's
+            code clips x0 when sampling); None (the default) leaves x0 as it is.
 
     For a network that is not self-conditioned a ``self_cond`` in the Cond is dropped: it is a
     hint the sampling machinery gives every denoiser of a composition
@@ -65,9 +68,13 @@ class Denoiser(nn.Module):
         sigma_data: float = 0.5,
         learn_sigma: bool = False,
         self_condition: bool | None = None,
+        clip_x0: float | None = None,
     ):
         super().__init__()
         check_prediction(prediction)
+        if clip_x0 is not None and not clip_x0 > 0:
+            raise ValueError(f"clip_x0 must be > 0 (or None for no clipping), got {clip_x0}")
+        self.clip_x0 = clip_x0
         self.net = net
         self.schedule = schedule
         self.prediction = prediction
@@ -107,6 +114,8 @@ class Denoiser(nn.Module):
         x0, eps = x0_eps_from_output(
             self.prediction, out, x_t.to(out.dtype), c, sigma_data=self.sigma_data
         )
+        if self.clip_x0 is not None:
+            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         return Denoised(x0, eps, var_output, out)
 
     def _call_net(self, x_in: Tensor, c_noise: Tensor, cond: Cond | None) -> Tensor:

@@ -4,11 +4,13 @@
 so a reader sees the old file or the new one, never a mix. A process killed mid-write leaves
 only such a temp file, which :func:`remove_orphaned_temps` recognises by that exact naming.
 ``append_line`` adds one whole line with one ``write()``, for logs that a kill must not tear.
+``file_sha256`` identifies a file that is read (weights given by path).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import tempfile
@@ -108,3 +110,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hex, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

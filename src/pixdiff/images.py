@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,27 @@ def make_grid(images: Tensor, *, nrow: int | None = None, pad: int = 2) -> Tenso
         top, left = pad + r * (h + pad), pad + k * (w + pad)
         grid[:, top : top + h, left : left + w] = images[i]
     return grid
+
+
+def grid_rows(images: Tensor, keys: Sequence[Hashable] | Tensor) -> tuple[Tensor, int | None]:
+    """Cells and ``nrow`` for :func:`make_grid` with one row per distinct key (a class id or a
+    prompt), in order of first appearance, each row that key's images in their order; shorter
+    rows end in blank (white) cells. A single key gives the cells unchanged and nrow None
+    (the square grid). images: (N, C, H, W); keys: N of them."""
+    keys = keys.tolist() if isinstance(keys, Tensor) else list(keys)
+    if len(keys) != len(images):
+        raise ValueError(f"need one grid-row key per image: {len(keys)} keys, {len(images)} images")
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    if len(groups) < 2:
+        return images, None
+    width = max(map(len, groups.values()))
+    blank = images.new_ones(images.shape[1:])
+    cells: list[Tensor] = []
+    for members in groups.values():
+        cells += [images[i] for i in members] + [blank] * (width - len(members))
+    return torch.stack(cells), width
 
 
 def to_pil(image: Tensor) -> Image.Image:
@@ -60,10 +81,20 @@ def from_pil(image: Image.Image) -> Tensor:
 
 
 def save_images(
-    images: Tensor | Sequence[Image.Image], directory: str | Path, *, nrow: int | None = None
+    images: Tensor | Sequence[Image.Image],
+    directory: str | Path,
+    *,
+    nrow: int | None = None,
+    rows: Sequence[Hashable] | Tensor | None = None,
 ) -> list[Path]:
     """Write images as 000000.png, 000001.png, ... and their grid.png (at twice the size) into
-    ``directory``; returns [grid, images...]. Tensors are (N, C, H, W) in [-1, 1], clipped."""
+    ``directory``; returns [grid, images...]. Tensors are (N, C, H, W) in [-1, 1], clipped.
+
+    Args:
+        nrow: images per grid row (default: a square grid).
+        rows: one key per image (its class or prompt): the grid gets one row per key
+            (:func:`grid_rows`), e.g. ``rows=labels`` for ``classes="all"``; overrides nrow.
+    """
     x = images if isinstance(images, Tensor) else torch.stack([from_pil(i) for i in images])
     if x.dim() != 4 or len(x) == 0:
         raise ValueError(f"save_images needs (N, C, H, W) images, got shape {tuple(x.shape)}")
@@ -71,7 +102,10 @@ def save_images(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = [save_png(img, directory / f"{i:06d}.png") for i, img in enumerate(x)]
-    return [save_png(make_grid(x, nrow=nrow), directory / "grid.png", scale=2), *paths]
+    cells = x
+    if rows is not None:
+        cells, nrow = grid_rows(x, rows)
+    return [save_png(make_grid(cells, nrow=nrow), directory / "grid.png", scale=2), *paths]
 
 
 def save_gif(
@@ -107,10 +141,17 @@ def read_image(path: str | Path, *, size: int, channels: int, who: str = "the mo
     image = open_image(path)
     target = "L" if channels == 1 else "RGB"
     if image.mode != target:
+        try:
+            converted = to_mode(image, channels)
+        except ValueError as e:  # Pillow converts most modes, but not e.g. LAB
+            raise ValueError(
+                f"{path} has mode {image.mode}, which cannot be converted to {target} ({e}); "
+                "save it as a grey or RGB PNG"
+            ) from None
         warnings.warn(
             f"{path}: converted {image.mode} to {target} (transparency on white)", stacklevel=2
         )
-        image = to_mode(image, channels)
+        image = converted
     _check_size(image, path, size, f"{who} takes {size}x{size} images; resize it first")
     array = np.asarray(image).reshape(size, size, channels)
     return to_model_space(torch.from_numpy(array.copy()).permute(2, 0, 1)[None])

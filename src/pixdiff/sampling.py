@@ -11,6 +11,8 @@ from torch import Tensor
 from pixdiff.conditioning import Cond
 from pixdiff.denoiser import Denoiser
 from pixdiff.discrete_schedules import DiscreteSchedule
+from pixdiff.guidance import DenoiserWrapper
+from pixdiff.precision import NetDtype, autocast, check_net_dtype
 from pixdiff.prediction import PredictionType
 from pixdiff.samplers import (
     SAMPLERS,
@@ -65,6 +67,7 @@ def sample(
     learn_sigma: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    net_dtype: NetDtype = "fp32",
     progress: bool = False,
 ) -> Tensor:
     """Sample images from a model.
@@ -82,12 +85,14 @@ def sample(
         seed: per-sample seeds (an int s gives sample i the seed s + i), so a sample does not
             depend on the batch size; None draws from torch's global generator.
         dtype: the sampler state's dtype (float64 for reference solutions).
+        net_dtype: the network's precision: fp32, or bf16 / fp16 by autocast (the sampler
+            state stays ``dtype``).
 
     Returns:
         (N, C, H, W) samples in the data space (images in [-1, 1], unclipped).
     """
     denoiser = _as_denoiser(model, schedule, prediction, sigma_data, learn_sigma)
-    run = Sampling(sampler, steps, spacing, options)
+    run = Sampling(sampler, steps, spacing, options, net_dtype=net_dtype)
     return draw(
         denoiser, shape_or_noise, run, cond=cond, seed=seed, device=device, dtype=dtype,
         progress=progress,
@@ -124,6 +129,9 @@ class Sampling:
     ``parallel``, when given, runs the sampler's one-step form by Picard iteration (ParaDiGMS,
     :func:`pixdiff.samplers.sample_picard`): the same NFE in fewer sequential network rounds,
     converging to the sequential sample as its tolerance goes to 0.
+
+    ``net_dtype`` is the precision the network runs in (bf16 or fp16 by autocast, see
+    :mod:`pixdiff.precision`); the sampler's state keeps the dtype it is drawn in (float32).
     """
 
     sampler: str = "ddim"
@@ -132,8 +140,10 @@ class Sampling:
     options: Mapping | None = None
     times: tuple[float, ...] | None = None
     parallel: Picard | None = None
+    net_dtype: NetDtype = "fp32"
 
     def __post_init__(self):
+        check_net_dtype(self.net_dtype)
         if self.times is not None:
             check_times(self.times, self.steps)
         if self.parallel is not None and get_sampler(self.sampler).step is None:
@@ -164,6 +174,8 @@ class Sampling:
         :meth:`grid`, its tail (img2img) or one step of it (inpainting)."""
         _check_steps(self.sampler, len(ts) - 1)
         spec, p = get_sampler(self.sampler), self.parallel
+        if self.net_dtype != "fp32":
+            denoiser = NetworkPrecision(denoiser, self.net_dtype)
         if p is not None:
             return sample_picard(
                 spec.one_step(self.options), denoiser, x, ts, window=p.window,
@@ -173,6 +185,20 @@ class Sampling:
         run = spec.bind(self.options)
         den = self_conditioned(denoiser)  # a run's own previous-estimate state (Picard: its own)
         return run(den, x, ts, cond=cond, generator=generators, progress=progress)
+
+
+class NetworkPrecision(DenoiserWrapper):
+    """Runs the wrapped denoiser (and the guidance in it) under autocast to ``net_dtype``; its
+    estimates come back in the sampler state's dtype (:class:`~pixdiff.denoiser.Denoiser`
+    casts the network's output), so only the network's own arithmetic is in bf16 or fp16."""
+
+    def __init__(self, denoiser, net_dtype: NetDtype):
+        super().__init__(denoiser)
+        self.net_dtype = check_net_dtype(net_dtype)
+
+    def forward(self, x_t: Tensor, t, cond: Cond | None = None):
+        with autocast(self.net_dtype, x_t.device.type):
+            return self.denoiser(x_t, t, cond)
 
 
 def check_times(times: Sequence[float], steps: int) -> None:

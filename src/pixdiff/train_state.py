@@ -5,7 +5,8 @@
 EMA weights (``model.*``, ``ema.*``), the optimizer's tensors (``opt.<param index>.<name>``),
 the RNG states (``rng.torch`` for the global generator that dropout draws from, ``rng.noise``
 for the loss's generator, ``rng.cuda`` when there is a GPU), and as metadata the step, the
-optimizer's param_groups (JSON) and the pixdiff version. It is written after config.json,
+optimizer's param_groups (JSON), fp16 training's loss-scaler state (``loss_scaler``, JSON:
+scale, growth tracker and factors) and the pixdiff version. It is written after config.json,
 model.safetensors and ema.safetensors, so whatever a kill or a full disk interrupts, resume
 continues from the last complete checkpoint.
 """
@@ -34,6 +35,7 @@ from pixdiff.checkpoint import (
 from pixdiff.files import DiskFullError
 
 _RNG_ENTRIES = ("rng.torch", "rng.noise")
+_SCALER = "loss_scaler"
 
 
 def save_checkpoint(
@@ -45,9 +47,11 @@ def save_checkpoint(
     generator: torch.Generator,
     step: int,
     config: dict,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Write config.json, model and EMA weights, then train_state.safetensors (what resume
-    reads); a full disk raises DiskFullError saying the previous checkpoint is intact."""
+    reads), with the loss ``scaler``'s state when there is one; a full disk raises
+    DiskFullError saying the previous checkpoint is intact."""
     net_sd, ema_sd = net.state_dict(), ema.state_dict()
     opt_t, groups = _optimizer_tensors(optimizer)
     tensors = {
@@ -60,6 +64,8 @@ def save_checkpoint(
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {"step": str(step), "param_groups": groups, "pixdiff": pixdiff_version()}
+    if scaler is not None:
+        meta[_SCALER] = json.dumps(scaler.state_dict())
     try:
         write_json(run_dir / CONFIG, config)
         save_tensors(run_dir / MODEL, net_sd, {"step": str(step)})
@@ -76,10 +82,12 @@ def restore_checkpoint(
     ema: nn.Module,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> int:
-    """Load train_state.safetensors into the network, EMA copy, optimizer and RNGs; returns the
-    step. A missing, malformed or non-finite entry raises CheckpointError naming the file and
-    the entry."""
+    """Load train_state.safetensors into the network, EMA copy, optimizer, RNGs and the loss
+    ``scaler`` (a run saved without one, e.g. before fp16, leaves it fresh); returns the step.
+    A missing, malformed or non-finite entry raises CheckpointError naming the file and the
+    entry."""
     path = run_dir / TRAIN_STATE
     tensors, meta = read_tensors(path)
 
@@ -92,6 +100,8 @@ def restore_checkpoint(
     load_state_into(net, section("model."), f"{path} (model)")
     load_state_into(ema, section("ema."), f"{path} (ema)")
     _restore_optimizer(optimizer, section("opt."), meta, path)
+    if scaler is not None and _SCALER in meta:
+        _restore_scaler(scaler, meta[_SCALER], path)
     try:
         torch.set_rng_state(rng["rng.torch"])
         generator.set_state(rng["rng.noise"])
@@ -129,6 +139,16 @@ def _restore_optimizer(
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: optimizer state does not fit this model ({e})") from e
+
+
+def _restore_scaler(scaler: torch.amp.GradScaler, text: str, path: Path) -> None:
+    """The loss scaler's state from its JSON entry; CheckpointError if malformed."""
+    with malformed(path, _SCALER):
+        state = json.loads(text)
+        scale, tracker = float(state["scale"]), int(state["_growth_tracker"])
+        if not 0 < scale < float("inf") or tracker < 0:
+            raise ValueError(f"scale {scale}, growth tracker {tracker}")
+    scaler.load_state_dict(state)
 
 
 def _rng_states(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pixdiff.checkpoint import CONFIG, CheckpointError, malformed, read_json, write_json
+from pixdiff.formats.diffusers_import import run_spacing
 from pixdiff.samplers import get_sampler
 from pixdiff.sampling import Sampling, check_times
 
@@ -147,7 +148,8 @@ def run_sampling(
 
     ``grid`` a fixed spacing: that grid. ``"tuned"``: the run's tuned grid for the sampler and
     budget, which must exist (ValueError saying how to make it). None: the run's tuned grid
-    where it has one, else the schedule's default grid.
+    where it has one, else the run's own spacing (an imported diffusers model's
+    ``timestep_spacing``), else the schedule's default grid.
     """
     if grid not in (None, TUNED):
         return Sampling(sampler, steps, grid, options), None
@@ -165,5 +167,5 @@ def run_sampling(
         budget = nfe if nfe is not None else get_sampler(sampler).total_nfe(steps, options)
         raise ValueError(missing_message(run, sampler, budget))
     if found is None:
-        return Sampling(sampler, steps, None, options), None
+        return Sampling(sampler, steps, run_spacing(run), options), None
     return Sampling(sampler, steps, None, options, times=found.times), found

@@ -18,7 +18,7 @@ def cache(tmp_path, monkeypatch):
 
 def test_eval_writes_json_and_prints_a_table(cache, capsys):
     out = cache / "eval.json"
-    argv = ["eval", "--metrics", "fd,kid,pr,is,acc", "--n", "130", "--steps", "4"]
+    argv = ["eval", "--metrics", "fd,kid,pr,is,acc", "-n", "130", "--steps", "4"]
     argv += ["--out", str(out), "--no-progress", "--floor", "--batch-size", "130"]
     assert main(argv) == 0
     result = json.loads(out.read_text())
@@ -35,7 +35,7 @@ def test_eval_writes_json_and_prints_a_table(cache, capsys):
 def test_bad_input(cache, capsys):
     with pytest.raises(ValueError, match="unknown metric"):
         parse_metrics("fd,fid")
-    assert main(["eval", "--metrics", "fd", "--n", "20", "--steps", "2", "--no-progress"]) == 2
+    assert main(["eval", "--metrics", "fd", "-n", "20", "--steps", "2", "--no-progress"]) == 2
     assert "FD needs at least D+1 = 129 samples" in capsys.readouterr().err
     assert balanced_labels(5, 3).tolist() == [0, 1, 2, 0, 1]
     assert balanced_labels(5, 0) is None

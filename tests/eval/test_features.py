@@ -157,8 +157,8 @@ def test_torchscript_errors(tmp_path):
 
 
 def test_unknown_spec_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="unknown feature extractor 'inception'"):
-        load_extractor("inception")
+    with pytest.raises(FileNotFoundError, match="unknown feature extractor 'resnet'"):
+        load_extractor("resnet")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_extractor(str(tmp_path / "missing.pt"))
 

@@ -101,6 +101,21 @@ def test_fd_refuses_too_few_samples():
         frechet_distance(enough, _stats(torch.zeros(3), torch.eye(3)))
 
 
+@pytest.mark.parametrize(
+    ("n_a", "n_b", "d", "rel"), [(400, 300, 32, 1e-10), (65, 65, 64, 1e-9), (20, 30, 64, 1e-7)]
+)  # a zero eigenvalue comes out as +-1e-14, whose square root is 1e-7: looser when singular
+def test_fd_equals_the_reference_library(torchmetrics_fid, n_a, n_b, d, rel):
+    """pixdiff's FD against torchmetrics' (``_compute_fid``: the eigenvalues of S1 S2, the
+    FID of torchmetrics and torch-fidelity) on the same random features: well conditioned,
+    just full rank (N = D + 1) and rank deficient (N < D, with ``require_full_rank=False``)."""
+    mix = torch.randn(d, d, generator=_gen(20), dtype=torch.float64)
+    a = FeatureStats.from_features(torch.randn(n_a, d, generator=_gen(21)).double() @ mix)
+    b = FeatureStats.from_features(torch.rand(n_b, d, generator=_gen(22)).double() * 3 + 0.5)
+    expected = torchmetrics_fid._compute_fid(a.mu, a.sigma, b.mu, b.sigma).item()
+    got = frechet_distance(a, b, require_full_rank=min(n_a, n_b) > d)
+    assert expected > 10 and got == pytest.approx(expected, rel=rel)
+
+
 def test_stats_match_numpy_and_round_trip(tmp_path):
     feats = torch.randn(40, 5, generator=_gen(15)).double()
     stats = FeatureStats.from_features(feats)

@@ -77,3 +77,20 @@ def test_reference_cache_default_folder_and_corrupt_file(tiny_data, tmp_path, mo
         again = reference_stats("fashion-mnist", "test", extractor)
     assert len(calls) == 2 and again.stats.n == 40
     assert FeatureStats.load(path).n == 40  # rewritten
+
+
+def test_real_images_load_at_the_model_shape_and_pass_the_extractor_resize(tiny_data, tmp_path):
+    """image_shape: the real images load at the model's shape (8 x 8 grey here) and the
+    extractor resizes them to its own input (3 x 4 x 4) as it resizes the samples."""
+    images, calls = tiny_data
+    forward = lambda x: (x.flatten(1), None)  # noqa: E731
+    extractor = FeatureExtractor(forward, name="pixels", input_shape=(3, 4, 4))
+    ref = reference_stats("fashion-mnist", "test", extractor, cache_dir=tmp_path,
+                          image_shape=(1, 8, 8))  # fmt: skip
+    assert calls == [("fashion-mnist", 8, 1, "test")]
+    x = torch.nn.functional.interpolate(
+        images.float() / 127.5 - 1, size=(4, 4), mode="bilinear", antialias=True
+    ).repeat(1, 3, 1, 1)
+    torch.testing.assert_close(ref.features, x.flatten(1))
+    (path,) = tmp_path.glob("*.safetensors")
+    assert "pixels-unhashed-3x4x4-from1x8x8-nall" in path.name

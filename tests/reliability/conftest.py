@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from faults import TALLY
 from tiny_runs import LONG_STEPS, image_folder, input_images, long_argv, train_argv
 
 from pixdiff.cli.main import main
+from pixdiff.eval.inception import FIDInceptionV3
 
 SUMMARY = "PIXDIFF_RELIABILITY_SUMMARY"
 
@@ -62,9 +64,13 @@ def reference_run(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def paths(tiny_data, finished_run, tmp_path_factory) -> dict[str, Path]:
     """What :func:`tiny_runs.cheap_argv` needs: the finished run, a 4 -> 8 super-resolution
-    run, the data, input images and a copy of the run for tune-grid to write into."""
+    run, the data, input images, a copy of the run for tune-grid to write into and random
+    Inception-v3 FID weights."""
     sr = tmp_path_factory.mktemp("runs") / "sr"
     assert main(train_argv(tiny_data, sr, "--sr-from", "4")) == 0
     images = input_images(tmp_path_factory.mktemp("inputs"))
     tune = shutil.copytree(finished_run, tmp_path_factory.mktemp("runs") / "tune")
-    return {"run": finished_run, "sr": sr, "data": tiny_data, "tune": tune, **images}
+    inception = tmp_path_factory.mktemp("inception") / "random.pth"  # for convert-inception
+    torch.save(FIDInceptionV3().state_dict(), inception)
+    return {"run": finished_run, "sr": sr, "data": tiny_data, "tune": tune,
+            "inception": inception, **images}  # fmt: skip

@@ -23,7 +23,7 @@ from pixdiff.tuned_grids import (
     write_grid,
 )
 
-TUNE = ["--n", "4", "--candidates", "12", "--reference-steps", "24", "--no-progress"]
+TUNE = ["-n", "4", "--candidates", "12", "--reference-steps", "24", "--no-progress"]
 GRID = TunedGrid("ddim", 3, (1.0, 0.6, 0.2, 0.0), 0.1, {"trailing": 0.2}, {"n": 4})
 
 

@@ -82,7 +82,8 @@ def test_train_checkpoint_load_and_sample(t5, captioned_folder, tmp_path, capsys
     argv += ["--set", "model.overrides.attention_resolutions=[8]", "--set", "text.width=16"]
     assert main(argv) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["train"]["text"]["encoder"] == str(t5.resolve())
+    stored = config["train"]["text"]["encoder"]  # relative to the run: they move together
+    assert not Path(stored).is_absolute() and (run / stored).resolve() == t5.resolve()
     for name in ("model.safetensors", "ema.safetensors"):
         keys = read_tensors(run / name)[0]
         text_keys = {k for k in keys if k.startswith("text_encoder.")}
@@ -102,3 +103,34 @@ def test_train_checkpoint_load_and_sample(t5, captioned_folder, tmp_path, capsys
         assert "lacks config.json" in capsys.readouterr().err
     finally:
         (t5 / "moved.json").rename(t5 / "config.json")
+
+
+def test_a_run_and_its_encoder_move_together_and_a_missing_one_is_named(
+    t5, captioned_folder, tmp_path, capsys
+):
+    """The encoder's folder is stored relative to the run: copying both keeps the run
+    loadable; the run alone names the folder it looked for and how to fix it; a run from
+    before (an absolute path) still loads."""
+    home = tmp_path / "home"
+    shutil.copytree(t5, home / "encoders" / "t5")
+    run = home / "runs" / "r"
+    argv = ["train", "--data", str(captioned_folder), "--out", str(run), "--steps", "1"]
+    argv += ["--text-encoder", str(home / "encoders" / "t5"), "--preset", "unet-tiny"]
+    argv += ["--batch-size", "8", "--image-size", "16", "--no-progress", "--set", "text.width=16"]
+    argv += ["--set", "run.sample_every=0", "--set", "run.threads=1"]
+    argv += ["--set", "model.overrides.attention_resolutions=[8]"]
+    assert main(argv) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["text"]["encoder"] == str(Path("..", "..", "encoders", "t5"))
+    moved = Path(shutil.copytree(home, tmp_path / "elsewhere"))
+    shutil.rmtree(home / "encoders")
+    assert isinstance(pixdiff.load(moved / "runs" / "r").text_encoder, HFTextEncoder)
+    capsys.readouterr()
+    assert main(["sample", str(run), "--prompt", "red", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(home / "encoders" / "t5") in err
+    assert "relative to the run directory" in err and "train.text.encoder" in err
+    config["train"]["text"]["encoder"] = str(t5.resolve())  # as runs before stored it
+    del config["checksum"]  # a hand edit (RELIABILITY.md)
+    (run / "config.json").write_text(json.dumps(config))
+    assert isinstance(pixdiff.load(run).text_encoder, HFTextEncoder)

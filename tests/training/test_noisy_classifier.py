@@ -108,8 +108,13 @@ def test_train_classifier_cli_writes_and_loads_back(folder, tmp_path, capsys):
     out = tmp_path / "clf"
     args = ["train-classifier", "--data", str(folder), "--image-size", "8", "--out", str(out)]
     args += ["--steps", "3", "--batch-size", "4", "--schedule", "linear", "--no-progress"]
-    assert main(args) == 0
-    assert "classifier saved" in capsys.readouterr().out
+    assert main([*args, "--log-every", "2"]) == 0
+    stdout = capsys.readouterr().out
+    assert "classifier saved" in stdout
+    lines = [ln.split() for ln in stdout.splitlines() if ln.startswith("train-classifier step=")]
+    assert [ln[1:3] for ln in lines] == [["step=2/3", "images=8"], ["step=3/3", "images=12"]]
+    final = float(stdout.split("(final loss ")[1].rstrip(")\n"))
+    assert f"{float(lines[-1][3].removeprefix('loss=')):.4f}" == f"{final:.4f}"
     assert (out / "model.safetensors").exists() and (out / "config.json").exists()
     clf = load_noisy_classifier(out)
     assert clf.num_classes == 3 and clf.net.config.in_channels == 3  # folders load as RGB

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from pixdiff.eval.sampler_sweep import (
 )
 from pixdiff.files import atomic_write
 from pixdiff.pipelines.steering import class_ids, class_names
+from pixdiff.precision import NET_DTYPES
 from pixdiff.timesteps import SPACINGS
 from pixdiff.tuned_grids import TUNED, find_grid, missing_message
 
@@ -50,7 +50,6 @@ def add_parser(sub) -> None:
         "tune-grid`) is swept on them beside its default grid. The reference is kept in "
         "--out/reference.safetensors and reused by a later run with the same model, "
         "reference and images.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_run_argument(p)
     p.add_argument(
@@ -63,9 +62,7 @@ def add_parser(sub) -> None:
         default=",".join(map(str, DEFAULT_NFES)),
         help="comma-separated NFE budgets (a method gets the most steps that fit)",
     )
-    p.add_argument(
-        "-n", "--num", type=flags.count, default=64, help="images per sampler and budget"
-    )
+    flags.add_num_flag(p, default=64, help="images per sampler and budget")
     p.add_argument(
         "--metric",
         default="rmse",
@@ -78,7 +75,16 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--extractor",
         default="fashion-classifier",
-        help="feature extractor for --metric fd (a name, TorchScript file or classifier dir)",
+        help="feature extractor for --metric fd: 'fashion-classifier', 'inception' (weights "
+        "from $PIXDIFF_INCEPTION_WEIGHTS), a TorchScript file or a classifier dir",
+    )
+    flags.add_sampler_option_flag(p, sweep=True)
+    p.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=NET_DTYPES,
+        help=f"{flags.DTYPE_HELP}. The reference solution is drawn in fp32, so the scores "
+        "include the error of the lower precision",
     )
     p.add_argument("--reference-sampler", default="dpmpp-2m", help="sampler of the reference")
     p.add_argument(
@@ -133,7 +139,10 @@ def run_samplers(args) -> int:
     model = load_model(args.run, ema=not args.raw, device=args.device)
     labels = class_ids(args.class_, class_names(model), args.num) if model.num_classes else None
     grids = _grids(args.grid, model, samplers, nfes)
+    options = [flags.sampler_options(args, s) for s in samplers]  # each must take them
     request = SweepRequest(
+        options=options[0],
+        net_dtype=args.dtype,
         n=args.num,
         labels=labels,
         guidance=args.guidance,
@@ -186,6 +195,8 @@ def run_samplers(args) -> int:
         "guidance": args.guidance,
         "class": args.class_,
         "grid": args.grid,
+        "sampler_options": options[0],
+        "dtype": args.dtype,
         "seed": args.seed,
         "seconds": time.perf_counter() - start,
         "best": {
@@ -246,7 +257,7 @@ def _scorers(args, metrics: list[str], model, request, out: Path):
         extractor = load_extractor(args.extractor, batch_size=args.batch_size, device=args.device)
         data = model.config["train"]["data"]["name"]
         reference_stats_ = reference_stats(data, "test" if data == "fashion-mnist" else "train",
-                                           extractor)  # fmt: skip
+                                           extractor, image_shape=model.image_shape)  # fmt: skip
         print(f"score: FD to {data} through {args.extractor}", flush=True)
         scores["fd"] = fd_score(extractor, reference_stats_)
         info = {**info, "data": data, "extractor": args.extractor}

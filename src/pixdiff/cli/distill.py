@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from pixdiff.cli import flags
-from pixdiff.cli.train import stop_signals_interrupt
+from pixdiff.cli.train import NO_PROGRESS_HELP, add_logger_flag, stop_signals_interrupt
 from pixdiff.config import OptimConfig, RunConfig, from_dict, parse_override, to_dict
 from pixdiff.training.distill_config import MAX_CONSISTENCY_STEPS, MAX_ITERS, DistillConfig
 
@@ -43,8 +43,8 @@ def add_parser(sub) -> None:
         "--steps",
         type=flags.positive,
         default=None,
-        help="the student's sampling steps: progressive distils down to them (default 2); a "
-        f"consistency model samples in 1 to {MAX_CONSISTENCY_STEPS} (its default, 2)",
+        help="the student's sampling steps (default 2): progressive distils down to them; a "
+        f"consistency model samples in any of 1 to {MAX_CONSISTENCY_STEPS}",
     )
     p.add_argument(
         "--teacher-steps",
@@ -81,9 +81,7 @@ def add_parser(sub) -> None:
         "--lr", type=flags.float_in(0.0, 1.0), default=None, help="learning rate in (0, 1] (1e-4)"
     )
     p.add_argument("--seed", type=flags.seed, default=None, help="seed (default 0)")
-    p.add_argument(
-        "--device", type=flags.device_spec, default=None, help="auto | cpu | cuda | cuda:N"
-    )
+    flags.add_device_flag(p, config="run.device")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -104,7 +102,8 @@ def add_parser(sub) -> None:
         help="replace the pixdiff run in --out (deleted once the new one has a checkpoint)",
     )
     p.add_argument("--print-config", action="store_true", help="print the settings and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+    add_logger_flag(p)
     p.set_defaults(func=run)
 
 
@@ -132,6 +131,7 @@ def build_settings(args) -> tuple[str | Path, dict]:
         "optim.lr": args.lr,
         "run.seed": args.seed,
         "run.device": args.device,
+        "run.logger": args.logger,
     }
     if args.guidance_range is not None:
         given["distilled.guidance"] = list(args.guidance_range)
@@ -151,7 +151,7 @@ def _put(d: dict, key: str, value, *, resume: bool) -> None:
         valid = [f"{s}.{k}" for s in SECTIONS for k in d[s]]
         raise ValueError(f"unknown setting {key!r}; valid: {', '.join(valid)}")
     old = d[section][name]
-    if resume and old != value and key != "run.device":
+    if resume and old != value and key not in ("run.device", "run.logger"):
         raise ValueError(
             f"--resume: the run was distilled with {key}={old!r}, not {value!r}; a resumed "
             "run keeps its settings (--set changes them on purpose)"

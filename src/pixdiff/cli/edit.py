@@ -14,6 +14,7 @@ from torch import Tensor
 from pixdiff.checkpoint import LoadedModel
 from pixdiff.cli import flags
 from pixdiff.cli.output import image_names, open_output, settings_of
+from pixdiff.cli.steering_flags import add_conditioning_flags, steering
 from pixdiff.images import read_image, read_mask
 from pixdiff.pipelines.cascade import Stage, cascade
 from pixdiff.pipelines.edit import img2img, inpaint
@@ -44,7 +45,6 @@ def _parser(sub, name: str, func) -> argparse.ArgumentParser:
         name,
         help=help_,
         description=description + " Writes grid.png and one PNG per image into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", help="run directory or .safetensors checkpoint")
     p.add_argument(
@@ -54,9 +54,7 @@ def _parser(sub, name: str, func) -> argparse.ArgumentParser:
         help="input image file, of the model's input size (a different size is refused; "
         "another mode is converted to grey/RGB with a warning, transparency on white)",
     )
-    p.add_argument(
-        "-n", "--num", type=flags.count, default=1, help="variations of the input to make"
-    )
+    flags.add_num_flag(p, default=1, help="variations of the input to make")
     p.set_defaults(func=func)
     return p
 
@@ -86,7 +84,7 @@ def add_parsers(sub) -> None:
 
 def _add_common(p, command: str) -> None:
     flags.add_sampler_flags(p)
-    flags.add_conditioning_flags(p)
+    add_conditioning_flags(p)
     flags.add_output_flags(p, command=command)
 
 
@@ -111,7 +109,7 @@ def _model_and_input(args, *, sr: bool) -> tuple[LoadedModel, Tensor]:
 
 def _guided(args, model: LoadedModel):
     """(cond on the device, guided denoiser) from the conditioning flags."""
-    resolved = flags.steering(args).resolve(model, args.num)
+    resolved = steering(args).resolve(model, args.num)
     cond = resolved.cond
     return (None if cond is None else cond.to(args.device)), resolved.denoiser
 
@@ -160,7 +158,7 @@ def run_upscale(args) -> int:
     stage = Stage(model, sampling=flags.sampling(args), aug_level=args.aug_level)
     with _output(args, "upscale", model) as out:
         x = cascade(
-            [stage], flags.steering(args), low_res=low_res, seed=args.seed, device=args.device,
+            [stage], steering(args), low_res=low_res, seed=args.seed, device=args.device,
             progress=not args.no_progress,
         )[-1]  # fmt: skip
         return _write(args, out, x, f"upscaled ({low_res.shape[-1]} -> {x.shape[-1]})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -13,6 +12,8 @@ from tqdm.auto import tqdm
 from pixdiff.cli.flags import (
     MAX_IMAGES,
     add_device_flag,
+    add_dtype_flag,
+    add_num_flag,
     add_run_argument,
     finite,
     int_in,
@@ -22,7 +23,7 @@ from pixdiff.cli.flags import (
 )
 from pixdiff.data import load_dataset, to_model_space
 from pixdiff.eval.features import DEFAULT_EXTRACTOR, load_extractor
-from pixdiff.eval.likelihood import vlb_bpd
+from pixdiff.eval.likelihood import default_variance, vlb_bpd
 from pixdiff.eval.ode_likelihood import ode_bpd
 from pixdiff.eval.reference import reference_stats
 from pixdiff.eval.report import (
@@ -31,6 +32,7 @@ from pixdiff.eval.report import (
     SAMPLE_METRICS,
     SampleSpec,
     draw_samples,
+    eval_header,
     format_table,
     parse_metrics,
     score_images,
@@ -38,31 +40,35 @@ from pixdiff.eval.report import (
 from pixdiff.files import atomic_write
 from pixdiff.pipelines.steering import null_cond
 from pixdiff.samplers import SAMPLERS
+from pixdiff.sampling import default_spacing
 from pixdiff.timesteps import SPACINGS
+
+DEFAULT_METRICS = "fd,kid,pr,acc"
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="score a model: FD, KID, precision/recall, IS, class accuracy, bits/dim",
-        description="Draw --n samples (class-balanced for a conditional model), score them "
+        description="Draw -n samples (class-balanced for a conditional model), score them "
         "against real images of the run's dataset through a feature extractor, print a table "
         "and write it as JSON. Metrics: fd (Frechet distance), kid (kernel inception "
         "distance, with its std), pr (precision and recall, k = 3), is (Inception-Score-style "
         "score of the extractor's classes), acc (fraction of samples classified as their "
         "class), bpd (bits/dim on --bpd-n real test images: the variational bound for "
         "discrete schedules, or the probability-flow ODE with --bpd-method ode).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_run_argument(p)
     p.add_argument(
         "--metrics",
-        default="fd,kid,pr,acc",
-        help=f"comma-separated metrics from: {', '.join(METRICS)}",
+        default=None,
+        help=f"comma-separated metrics from: {', '.join(METRICS)} (default: {DEFAULT_METRICS}; "
+        "without acc for an extractor that has no classes, such as inception)",
     )
-    p.add_argument(
-        "--n", type=int_in(2, MAX_IMAGES), default=10000, help="number of samples (and real images)"
-    )
+    add_num_flag(
+        p, default=10000, help="number of samples (and real images)",
+        type=int_in(2, MAX_IMAGES), old_n=True,
+    )  # fmt: skip
     p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="default: the run's")
     p.add_argument(
         "--steps", type=positive, default=None, help="sampler steps (default: the run's)"
@@ -79,7 +85,15 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--extractor",
         default=DEFAULT_EXTRACTOR,
-        help="feature extractor: 'fashion-classifier', a TorchScript file or a classifier dir",
+        help="feature extractor: 'fashion-classifier', 'inception' (standard FID: needs "
+        "--weights), a TorchScript file or a classifier dir; images of any size are resized "
+        "to its input (docs/concepts.md, 'Standard FID')",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="--extractor inception: the Inception-v3 FID weights, the released .pth or its "
+        "conversion by `pixdiff convert-inception` (default: $PIXDIFF_INCEPTION_WEIGHTS)",
     )
     p.add_argument(
         "--data", default=None, help="real data to compare with (default: the run's dataset)"
@@ -88,7 +102,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--floor",
         action="store_true",
-        help="also score --n real images of the other split: the real-against-real floor",
+        help="also score -n real images of the other split: the real-against-real floor",
     )
     p.add_argument("--bpd-n", type=positive, default=100, help="real images (of --split) for bpd")
     p.add_argument(
@@ -116,19 +130,20 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="JSON file (default: RUN/eval.json or out/)")
     p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
     add_device_flag(p)
+    add_dtype_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    metrics = parse_metrics(args.metrics)
-    if args.n < 2:
-        raise ValueError(f"--n must be >= 2, got {args.n}")
+    metrics = parse_metrics(args.metrics or DEFAULT_METRICS)
+    if args.num < 2:
+        raise ValueError(f"-n must be >= 2, got {args.num}")
     model = load_model(args.run, ema=not args.raw, device=args.device)
     train_cfg = model.config["train"]
     dataset = args.data or train_cfg["data"]["name"]
     spec = SampleSpec(
-        n=args.n,
+        n=args.num,
         sampler=args.sampler or train_cfg["sample"]["sampler"],
         steps=args.steps or train_cfg["sample"]["steps"],
         guidance=args.guidance,  # None: the run's, where a class steers
@@ -137,6 +152,7 @@ def run(args) -> int:
         device=args.device,
         progress=not args.no_progress,
         spacing=args.grid,
+        net_dtype=args.dtype,
     )
     results: dict = {
         "run": args.run or "shipped",
@@ -144,7 +160,10 @@ def run(args) -> int:
         "split": args.split,
         "sampler": spec.sampler,
         "steps": spec.steps,
-        "grid": args.grid,
+        "grid": args.grid or default_spacing(model.denoiser.schedule),
+        "n": args.num,
+        "seed": args.seed,
+        "dtype": args.dtype,
         "guidance": None
         if not model.num_classes
         else train_cfg["sample"]["guidance"]
@@ -156,22 +175,28 @@ def run(args) -> int:
     start = time.perf_counter()
     sample_metrics = [m for m in metrics if m in SAMPLE_METRICS]
     if sample_metrics:
-        extractor = load_extractor(args.extractor, batch_size=args.batch_size, device=args.device)
-        _check_shape(extractor.input_shape, model.image_shape, args.extractor)
-        reference = reference_stats(dataset, args.split, extractor, n=None)
+        extractor = load_extractor(
+            args.extractor, weights=args.weights, batch_size=args.batch_size, device=args.device
+        )
+        _check_shape(extractor, model.image_shape, args.extractor)
+        if args.metrics is None and extractor.num_classes is None:
+            sample_metrics.remove("acc")  # the default asks for acc only where it exists
+        reference = reference_stats(dataset, args.split, extractor, image_shape=model.image_shape)
         x, labels = draw_samples(model, spec)
         results["metrics"]["samples"] = score_images(
             x, labels, reference, extractor, sample_metrics, seed=args.seed
         )
         if args.floor:
             results["metrics"]["real_floor"] = _floor(
-                dataset, args.split, args.n, extractor, reference, sample_metrics, args.seed
-            )
+                dataset, args.split, args.num, extractor, reference, sample_metrics, args.seed,
+                model.image_shape,
+            )  # fmt: skip
     if any(m in LIKELIHOOD_METRICS for m in metrics):
         results["metrics"]["bpd"] = _bits_per_dim(model, dataset, args)
     results["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.out) if args.out else _default_out(args.run)
     atomic_write(out, (json.dumps(results, indent=2) + "\n").encode())
+    print(eval_header(results))
     for name, values in results["metrics"].items():
         print(f"[{name}]")
         print(format_table(values))
@@ -179,18 +204,18 @@ def run(args) -> int:
     return 0
 
 
-def _check_shape(extractor_shape, image_shape, name: str) -> None:
-    if tuple(extractor_shape) != tuple(image_shape):
-        raise ValueError(
-            f"extractor {name!r} takes images shaped {tuple(extractor_shape)}, but the model "
-            f"makes {tuple(image_shape)}; pass --extractor for this data"
-        )
+def _check_shape(extractor, image_shape, name: str) -> None:
+    """Any image size is resized to the extractor's input; refuse channels that do not convert."""
+    extractor.check_convertible(
+        image_shape, who=f"extractor {name!r}", fix="pass --extractor for this data"
+    )
 
 
-def _floor(dataset, split, n, extractor, reference, metrics, seed) -> dict[str, float]:
-    """The same metrics for n real images of the other split against the reference."""
+def _floor(dataset, split, n, extractor, reference, metrics, seed, shape) -> dict[str, float]:
+    """The same metrics for n real images (C, H, W = ``shape``, the model's) of the other split
+    against the reference."""
     other = "train" if split == "test" else "test"
-    c, h, _ = extractor.input_shape
+    c, h, _ = shape
     data = load_dataset(dataset, image_size=h, channels=c, split=other)
     if n > len(data):
         raise ValueError(f"--floor needs {n} real images; {dataset} {other} has {len(data)}")
@@ -236,7 +261,9 @@ def _bits_per_dim(model, dataset: str, args) -> dict[str, float]:
     bpd = torch.cat(parts).double()
     out = {
         "method": args.bpd_method,
-        "variance": args.bpd_variance if args.bpd_method == "bound" else None,
+        "variance": (args.bpd_variance or default_variance(model.denoiser))
+        if args.bpd_method == "bound"
+        else None,
         "n": n,
         "bpd": bpd.mean().item(),
         "stderr": (bpd.std() / n**0.5).item() if n > 1 else float("nan"),

@@ -1,43 +1,142 @@
-"""Flags that several commands share, and what they build: the run to load, a
-:class:`~pixdiff.pipelines.steering.Steering` and a :class:`~pixdiff.sampling.Sampling`."""
+"""Flags that several commands share, and what they build: the run to load and a
+:class:`~pixdiff.sampling.Sampling` (the conditioning and guidance flags, and the
+:class:`~pixdiff.pipelines.steering.Steering` they build, are :mod:`pixdiff.cli.steering_flags`);
+the help formatter of every command; the flag values' types."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from pixdiff.checkpoint import LoadedModel, load
-from pixdiff.classifier_store import load_noisy_classifier
+from pixdiff.checkpoint import LoadedModel
 from pixdiff.cli import output
 from pixdiff.cli.parallel import picard
-from pixdiff.guidance import DEFAULT_PERCENTILE, THRESHOLDS, GuidanceOptions
-from pixdiff.pipelines.model import Request
-from pixdiff.pipelines.steering import Steering
-from pixdiff.samplers import SAMPLERS
+from pixdiff.formats.diffusers_import import load_model as load_model_files
+from pixdiff.precision import NET_DTYPES
+from pixdiff.samplers import SAMPLERS, parse_options
 from pixdiff.sampling import Sampling, steps_for_nfe
 from pixdiff.shipped import shipped_run
 from pixdiff.timesteps import SPACINGS
 from pixdiff.tuned_grids import TUNED, grids_path, run_sampling
 
 
-def add_run_argument(p: argparse.ArgumentParser) -> None:
-    """The optional RUN positional that sample, eval and bench share."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Every command's --help: an option's default is shown once, as "(default: X)", unless
+    its help already says what the default is or there is none to show (None, off, empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text, default = action.help or "", action.default
+        nothing = default is None or default is False or default is argparse.SUPPRESS
+        said = "default" in text.lower()
+        positional = not action.option_strings and action.nargs not in ("?", "*")
+        if nothing or said or positional or default == []:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag that still works, hidden from --help, with a one-line
+    warning naming the new one (``replacement``)."""
+
+    def __init__(self, *args, replacement: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated; use {self.replacement}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_num_flag(p, *, default: int, help: str, type=None, old_n: bool = False) -> None:
+    """-n/--num, the number of images of every command; ``old_n`` keeps ``--n``, the old
+    spelling of eval and tune-grid, working (hidden, with a warning)."""
+    type = type or count
+    p.add_argument("-n", "--num", type=type, default=default, help=help)
+    if old_n:
+        p.add_argument(
+            "--n", dest="num", type=type, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+            action=DeprecatedAlias, replacement="-n/--num",
+        )  # fmt: skip
+
+
+def add_run_argument(p: argparse.ArgumentParser, *, text: bool = False) -> None:
+    """The optional RUN positional that sample, eval and bench share; ``text``: the command
+    has --prompt, which picks the shipped text-to-image model."""
+    prompt = "; with --prompt, the shipped emoji text-to-image model" if text else ""
     p.add_argument(
         "run",
         nargs="?",
         default=None,
-        help="run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST "
-        "model; with --prompt, the shipped emoji text-to-image model)",
+        help=f"run directory or .safetensors checkpoint (default: the shipped Fashion-MNIST "
+        f"model{prompt})",
     )
 
 
+DTYPE_HELP = (
+    "precision the network runs in while sampling; the sampler's state stays float32. bf16 "
+    "halves memory and speeds up GPUs from Ampere on; it also works on the CPU but is slower "
+    "than fp32 on many CPUs. fp16 is for GPUs without bf16 (before Ampere)"
+)
+
+
+def add_dtype_flag(p) -> None:
+    """--dtype: the network's precision while sampling (pixdiff.precision)."""
+    p.add_argument("--dtype", default="fp32", choices=NET_DTYPES, help=DTYPE_HELP)
+
+
+def add_sampler_option_flag(p, *, sweep: bool = False) -> None:
+    """--sampler-option KEY=VALUE (repeatable): the sampler's own options (``sweep``: of every
+    sampler a benchmark sweeps)."""
+    every = "; every swept sampler gets it and must take it" if sweep else ""
+    p.add_argument(
+        "--sampler-option",
+        dest="sampler_options",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the sampler, e.g. s_churn=0.5 for heun, eta=0.3 for ddim, "
+        "variance=large for ddpm, corrector_steps=2 for sde-pc (repeatable; an unknown key "
+        f"lists the sampler's options{every})",
+    )
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """An argparse type: KEY=VALUE as (KEY, VALUE)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def sampler_options(args, sampler: str) -> dict | None:
+    """--sampler-option KEY=VALUE and --eta (where the command has them) as the options of
+    ``sampler``, checked against them; None when none are given."""
+    pairs = getattr(args, "sampler_options", None) or []
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"--sampler-option {twice[0]} is given more than once")
+    options = parse_options(sampler, dict(pairs))
+    if getattr(args, "eta", None) is not None:
+        if "eta" in options:
+            raise ValueError("give eta once: --eta or --sampler-option eta=VALUE")
+        options["eta"] = args.eta
+    return options or None
+
+
 def add_sampler_flags(p, *, run_defaults: bool = False) -> None:
-    """--sampler, --steps, --grid, --eta: how each image is sampled; with ``run_defaults``
-    --sampler and --steps default to None (the caller fills in the run's own)."""
-    own = " (%(default)s: the run's own, {} unless it says otherwise)" if run_defaults else ""
+    """--sampler, --steps, --grid, --eta, --sampler-option, --dtype: how each image is
+    sampled; with ``run_defaults`` --sampler and --steps default to None (the caller fills in
+    the run's own)."""
+    own = " (default: the run's own, {} unless it says otherwise)" if run_defaults else ""
     sampler, steps = (None, None) if run_defaults else ("ddim", 50)
     names = sorted(SAMPLERS)
     p.add_argument("--sampler", default=sampler, choices=names, help="sampler" + own.format("ddim"))
@@ -51,30 +150,8 @@ def add_sampler_flags(p, *, run_defaults: bool = False) -> None:
         "for discrete schedules, karras for EDM",
     )
     p.add_argument("--eta", type=non_negative, default=None, help="DDIM eta (0 deterministic .. 1)")
-
-
-def add_conditioning_flags(p) -> None:
-    """--class, --prompt, --guidance and the guidance group."""
-    p.add_argument(
-        "--class",
-        dest="class_",
-        default=None,
-        metavar="NAME_OR_ID",
-        help="class name or id for every image; 'all' cycles through the classes",
-    )
-    p.add_argument(
-        "--prompt",
-        default=None,
-        metavar="TEXT",
-        help="prompt for every image, for a text-conditioned model (trained on captioned data)",
-    )
-    p.add_argument(
-        "--guidance",
-        type=finite,
-        default=None,
-        help="classifier-free guidance scale w (1 = conditional; default from the run)",
-    )
-    add_guidance_flags(p)
+    add_sampler_option_flag(p)
+    add_dtype_flag(p)
 
 
 def add_output_flags(p, *, command: str) -> None:
@@ -86,13 +163,37 @@ def add_output_flags(p, *, command: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_device_flag(p) -> None:
-    p.add_argument(
-        "--device",
-        type=device,
-        default="cpu",
-        help="cpu | cuda | cuda:N | auto (cuda when available, else cpu)",
-    )
+DEVICE_HELP = "auto (cuda when available, else mps, else cpu) | cpu | cuda | cuda:N | mps"
+
+
+def add_device_flag(p, *, config: str | None = None) -> None:
+    """--device of every command, default auto. With ``config`` (the training commands'
+    run.device) auto is kept for each process to resolve (torchrun) and a flag not given
+    leaves the config's value."""
+    if config is None:
+        p.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
+    else:
+        help_ = f"{DEVICE_HELP} ({config}; default auto)"
+        p.add_argument("--device", type=device_spec, default=None, help=help_)
+
+
+def several_prompts(args) -> int | None:
+    """-n when more than one prompt is given (the images per prompt, a grid row each), else
+    None."""
+    prompts = getattr(args, "prompt", None)
+    return args.num if isinstance(prompts, list) and len(prompts) > 1 else None
+
+
+def image_count(args) -> int:
+    """The images a command makes: -n, times the prompts when several are given."""
+    prompts = args.prompt if several_prompts(args) else [None]
+    total = args.num * len(prompts)
+    if total > MAX_IMAGES:
+        raise ValueError(
+            f"-n {args.num} for each of {len(prompts)} prompts is {total} images, over the "
+            f"limit of {MAX_IMAGES} per call"
+        )
+    return total
 
 
 # ----------------------------------------------------------------------------- flag values
@@ -153,25 +254,29 @@ def nfe_budget(nfe: int) -> int:
 
 
 def seeds(args) -> list[int]:
-    """[first, last] seed of ``args.num`` images from ``args.seed``; one line if the last one
-    passes MAX_SEED."""
-    last = args.seed + args.num - 1
+    """[first, last] seed of the command's images (:func:`image_count`) from ``args.seed``;
+    one line if the last one passes MAX_SEED."""
+    n = image_count(args)
+    last = args.seed + n - 1
     if last > MAX_SEED:
+        each = f" for each of {n // args.num} prompts" if n != args.num else ""
         raise ValueError(
-            f"--seed {args.seed} with -n {args.num} would use seeds up to {last}, over the "
-            f"largest seed {MAX_SEED}; use --seed {MAX_SEED - args.num + 1} or lower"
+            f"--seed {args.seed} with -n {args.num}{each} would use seeds up to {last}, over "
+            f"the largest seed {MAX_SEED}; use --seed {MAX_SEED - n + 1} or lower"
         )
     return [args.seed, last]
 
 
 def device(text: str) -> str:
-    """An argparse type: cpu, cuda, cuda:N, mps or auto (resolved to cuda or cpu), checked
-    against this machine."""
+    """An argparse type: cpu, cuda, cuda:N, mps or auto (resolved to cuda, else mps, else
+    cpu), checked against this machine."""
     import torch
 
     text = device_spec(text)
     if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
     return text
 
 
@@ -184,7 +289,9 @@ def device_spec(text: str) -> str:
         return text
     kind, _, index = text.partition(":")
     if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or auto")
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps"
+        )
     if kind == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError("CUDA is not available on this machine; use --device cpu")
     if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
@@ -196,184 +303,41 @@ def device_spec(text: str) -> str:
     return text
 
 
-def add_cascade_flags(p) -> None:
-    """--cascade and its per-stage options (pixdiff.cli.cascade)."""
-    g = p.add_argument_group("cascades (see docs/concepts.md, Super-resolution and cascades)")
-    g.add_argument(
-        "--cascade",
-        nargs="*",
-        default=None,
-        metavar="RUN",
-        help="sample a cascade instead of RUN: a base run, then super-resolution runs "
-        "(trained with --sr-from), each upsampling the previous stage's images; with no runs, "
-        "the shipped emoji cascade (32x32 text-to-image, then 32 -> 64)",
-    )
-    g.add_argument(
-        "--stage-steps",
-        type=positive,
-        nargs="+",
-        default=None,
-        metavar="N",
-        help="sampler steps per stage, one value for all or one per stage; None: --steps",
-    )
-    g.add_argument(
-        "--stage-sampler",
-        nargs="+",
-        default=None,
-        choices=sorted(SAMPLERS),
-        metavar="NAME",
-        help="sampler per stage, one for all or one per stage; None: --sampler",
-    )
-    g.add_argument(
-        "--stage-guidance",
-        type=finite,
-        nargs="+",
-        default=None,
-        metavar="W",
-        help="CFG scale per stage, one for all or one per stage; None: --guidance, else each "
-        "run's own. Applies to the stages a class or prompt steers",
-    )
-    g.add_argument(
-        "--aug-level",
-        type=float,
-        nargs="+",
-        default=None,
-        metavar="T",
-        help="noise conditioning augmentation time in [0, 1] of the super-resolution stages' "
-        "low-res input, one for all or one per SR stage; None: each run's sr.aug_level (0.2 "
-        "unless trained otherwise). 0 trusts the previous stage exactly",
-    )
-    g.add_argument(
-        "--save-stages",
-        action="store_true",
-        help="also write every stage's images to --out/stage1, stage2, ...",
-    )
-
-
-def add_guidance_flags(p) -> None:
-    g = p.add_argument_group("guidance (see docs/concepts.md, Guidance)")
-    g.add_argument(
-        "--negative-class",
-        default=None,
-        metavar="NAME_OR_ID",
-        help="steer away from this class: classifier-free guidance's second branch uses it "
-        "instead of the null label (works without --class too)",
-    )
-    g.add_argument(
-        "--negative-prompt",
-        default=None,
-        metavar="TEXT",
-        help="steer away from this prompt: classifier-free guidance's second branch uses it "
-        "instead of the empty prompt (text-conditioned models; works without --prompt too)",
-    )
-    g.add_argument(
-        "--guidance-interval",
-        type=finite,
-        nargs=2,
-        default=None,
-        metavar=("LO", "HI"),
-        help="apply classifier-free guidance only for times t in [LO, HI] (t = 1 is noise; "
-        "Kynkaanniemi et al. 2024); default: everywhere",
-    )
-    g.add_argument(
-        "--cfg-rescale",
-        type=finite,
-        default=0.0,
-        metavar="PHI",
-        help="CFG-rescale phi in [0, 1] against over-exposure (Lin et al. 2023 use 0.7)",
-    )
-    g.add_argument(
-        "--threshold",
-        default="none",
-        choices=THRESHOLDS,
-        help="clip the predicted x0: static to [-1, 1], or dynamic (Imagen, Saharia et al. 2022)",
-    )
-    g.add_argument(
-        "--threshold-percentile",
-        type=finite,
-        default=None,
-        metavar="P",
-        help="percentile p in (0, 1] of |x0| for --threshold dynamic "
-        f"(default {DEFAULT_PERCENTILE})",
-    )
-    g.add_argument(
-        "--classifier",
-        default=None,
-        metavar="DIR",
-        help="classifier guidance with a noise-conditional classifier from "
-        "`pixdiff train-classifier` (needs --class; works for unconditional models too)",
-    )
-    g.add_argument(
-        "--guide-with",
-        default=None,
-        metavar="RUN",
-        help="autoguidance (Karras et al. 2024): guide by this weaker run of the same image "
-        "shape, schedule and conditioning (an early checkpoint, a smaller run) instead of the "
-        "unconditional branch; --guidance is then its scale. Works for unconditional models",
-    )
-    g.add_argument(
-        "--classifier-scale",
-        type=finite,
-        default=None,
-        metavar="S",
-        help="classifier guidance scale s (Dhariwal & Nichol 2021; "
-        f"default {GuidanceOptions().classifier_scale:g})",
-    )
-
-
-def steering(args) -> Steering:
-    """The conditioning and guidance flags as a Steering (checked against the model when it
-    is resolved)."""
-    if args.classifier_scale is not None and args.classifier is None:
-        raise ValueError("--classifier-scale needs --classifier DIR")
-    if args.threshold_percentile is not None and args.threshold != "dynamic":
-        raise ValueError("--threshold-percentile needs --threshold dynamic")
-    classifier = None
-    if args.classifier is not None:
-        classifier = load_noisy_classifier(args.classifier, device=args.device)
-    given = {"percentile": args.threshold_percentile, "classifier_scale": args.classifier_scale}
-    options = GuidanceOptions(
-        interval=tuple(args.guidance_interval) if args.guidance_interval else None,
-        rescale=args.cfg_rescale,
-        threshold=args.threshold,
-        classifier=classifier,
-        **{name: value for name, value in given.items() if value is not None},
-    )
-    guide = None
-    if args.guide_with is not None:
-        guide = load(args.guide_with, ema=not args.raw, device=args.device)
-    return Request(
-        classes=args.class_,
-        prompts=args.prompt,
-        negative_class=args.negative_class,
-        negative_prompt=args.negative_prompt,
-        guidance=args.guidance,
-        options=options,
-        guide_with=guide,
-    ).steering()
-
-
 def sampling(
     args, *, sampler: str | None = None, steps: int | None = None, run: Path | None = None
 ) -> Sampling:
-    """--sampler, --steps (or --nfe where the command has it), --grid and --eta as a Sampling;
-    ``sampler`` and ``steps`` override the flags (a cascade's per-stage values). With ``run``,
+    """--sampler, --steps (or --nfe where the command has it), --grid, --eta,
+    --sampler-option and --dtype as a Sampling; ``sampler`` and ``steps`` override the flags
+    (a cascade's per-stage values; the options are checked against each stage's sampler). With
+    ``run``,
     its tuned grid for the sampler and budget is used where it has one, or asked for by --grid
     tuned (see :func:`pixdiff.tuned_grids.run_sampling`)."""
     sampler = sampler or args.sampler
+    options = sampler_options(args, sampler)
     nfe = getattr(args, "nfe", None) if steps is None else None
     if steps is None:
-        steps = steps_for_nfe(sampler, nfe_budget(nfe)) if nfe is not None else args.steps
-    options = {"eta": args.eta} if args.eta is not None else None
+        steps = steps_for_nfe(sampler, nfe_budget(nfe), options) if nfe is not None else args.steps
     chosen, tuned = run_sampling(run, sampler, steps, nfe=nfe, grid=args.grid, options=options)
     if tuned is not None:
         print(f"grid: tuned for {sampler} at {tuned.nfe} NFE ({grids_path(run)})", flush=True)
-    return replace(chosen, parallel=picard(args))
+    return replace(chosen, parallel=picard(args), net_dtype=getattr(args, "dtype", "fp32"))
 
 
-def load_model(path: str | None, *, ema: bool, device: str, text: bool = False) -> LoadedModel:
-    """The run at ``path``; None: the shipped Fashion-MNIST model, or with ``text`` the shipped
-    emoji text-to-image model."""
+def load_model(
+    path: str | None, *, ema: bool, device: str, text: bool = False, allow_pickle: bool = False
+) -> LoadedModel:
+    """The run (or diffusers folder, docs/interop.md) at ``path``; None: the shipped
+    Fashion-MNIST model, or with ``text`` the shipped emoji text-to-image model."""
     if path is None:
         path = shipped_run("emoji" if text else "fashion")
-    return load(path, ema=ema, device=device)
+    return load_model_files(path, ema=ema, device=device, allow_pickle=allow_pickle)
+
+
+def add_allow_pickle_flag(p: argparse.ArgumentParser) -> None:
+    """--allow-pickle: a diffusers folder's .bin weights may load (docs/interop.md)."""
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also read a diffusers folder's .bin weights (a pickle) when it has no "
+        "safetensors; only for files whose source you trust",
+    )

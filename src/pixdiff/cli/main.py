@@ -42,7 +42,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line, like every other error (``--help`` shows the
-    usage); subcommand parsers inherit it."""
+    usage), and whose help shows each default once (:class:`pixdiff.cli.flags.HelpFormatter`);
+    subcommand parsers inherit it."""
+
+    def __init__(self, *args, formatter_class=None, **kwargs):
+        if formatter_class is None:  # imported with the commands, in build_parser
+            from pixdiff.cli.flags import HelpFormatter
+
+            formatter_class = HelpFormatter
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -50,14 +58,17 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from pixdiff.cli import bench as bench_cmd
+    from pixdiff.cli import convert_inception as convert_inception_cmd
     from pixdiff.cli import demo as demo_cmd
     from pixdiff.cli import distill as distill_cmd
     from pixdiff.cli import edit as edit_cmd
     from pixdiff.cli import eval as eval_cmd
+    from pixdiff.cli import export as export_cmd
     from pixdiff.cli import sample as sample_cmd
     from pixdiff.cli import serve as serve_cmd
     from pixdiff.cli import train as train_cmd
     from pixdiff.cli import train_classifier as train_classifier_cmd
+    from pixdiff.cli import train_control as train_control_cmd
     from pixdiff.cli import tune_grid as tune_grid_cmd
 
     parser = OneLineParser(
@@ -68,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmd.add_parser(sub)
+    train_control_cmd.add_parser(sub)
     distill_cmd.add_parser(sub)
     sample_cmd.add_parser(sub)
     train_classifier_cmd.add_parser(sub)
@@ -75,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cmd.add_parser(sub)
     tune_grid_cmd.add_parser(sub)
     eval_cmd.add_parser(sub)
+    convert_inception_cmd.add_parser(sub)
     edit_cmd.add_parsers(sub)
     serve_cmd.add_parser(sub)
+    export_cmd.add_parsers(sub)
     return parser
 
 

@@ -43,10 +43,12 @@ class Output:
         self.path, self.settings, self._fd = path, settings, lock_fd
         self.files: list[str] = []
 
-    def write_images(self, x: torch.Tensor, sub: str = "", *, nrow: int | None = None) -> Path:
+    def write_images(
+        self, x: torch.Tensor, sub: str = "", *, nrow: int | None = None, rows=None
+    ) -> Path:
         """Write images (and their grid) into the directory or its ``sub`` folder; returns the
-        grid's path."""
-        paths = save_images(x, self.path / sub, nrow=nrow)
+        grid's path. ``rows``: a key per image (class or prompt), one grid row per key."""
+        paths = save_images(x, self.path / sub, nrow=nrow, rows=rows)
         self.add(*paths)
         return paths[0]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from pixdiff.cli import flags, parallel
-from pixdiff.cli.cascade import check_no_cascade_flags, run_cascade
+from pixdiff.cli.cascade import add_cascade_flags, check_no_cascade_flags, run_cascade
+from pixdiff.cli.control_flags import add_control_flags, load_controlled, with_control
 from pixdiff.cli.output import image_names, open_output, settings_of
+from pixdiff.cli.steering_flags import add_conditioning_flags, read_prompt_flags, steering
 from pixdiff.images import make_grid, save_gif
 from pixdiff.pipelines.generate import TrajectoryRecorder, generate
 
@@ -20,10 +20,9 @@ def add_parser(sub) -> None:
         description="Generate images; writes grid.png and one PNG per image into --out. "
         "With --cascade BASE_RUN SR_RUN..., a base model's images are super-resolved by each "
         "SR run in turn (see docs/concepts.md, Super-resolution and cascades).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    flags.add_run_argument(p)
-    p.add_argument("-n", "--num", type=flags.count, default=64, help="number of images")
+    flags.add_run_argument(p, text=True)
+    flags.add_num_flag(p, default=64, help="number of images (with several prompts: for each)")
     flags.add_sampler_flags(p, run_defaults=True)
     parallel.add_parallel_flags(p)
     p.add_argument(
@@ -39,8 +38,9 @@ def add_parser(sub) -> None:
         action="store_true",
         help="keep the sampler state in float64 (reference solutions)",
     )
-    flags.add_conditioning_flags(p)
-    flags.add_cascade_flags(p)
+    add_conditioning_flags(p, several_prompts=True)
+    add_cascade_flags(p)
+    add_control_flags(p)
     p.add_argument("--batch-size", type=flags.positive, default=64, help="images per sampler batch")
     p.add_argument(
         "--trajectory",
@@ -48,16 +48,20 @@ def add_parser(sub) -> None:
         help="also save trajectory.gif: x_t beside the predicted x0 at every step",
     )
     flags.add_output_flags(p, command="sample")
+    flags.add_allow_pickle_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    read_prompt_flags(args)
     if args.cascade is not None:
         use_run_defaults(args, None)
         return run_cascade(args)
     check_no_cascade_flags(args)
     text = args.prompt is not None or args.negative_prompt is not None
-    model = flags.load_model(args.run, ema=not args.raw, device=args.device, text=text)
+    model = load_controlled(args, ema=not args.raw, device=args.device) or flags.load_model(
+        args.run, ema=not args.raw, device=args.device, text=text, allow_pickle=args.allow_pickle
+    )
     if model.sr is not None:
         raise ValueError(
             f"{model.path} is a super-resolution model ({model.sr.low_res_size} -> "
@@ -66,24 +70,26 @@ def run(args) -> int:
         )
     use_run_defaults(args, model.config)
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
-    steering, sampling = flags.steering(args), flags.sampling(args, run=model.path)
+    request = with_control(args, model, steering(args))
+    sampling = flags.sampling(args, run=model.path)
+    n = flags.image_count(args)
     settings = settings_of(
         args, run=str(model.path), sampler=sampling.sampler, steps=sampling.steps,
-        grid=sampling.times or sampling.spacing, guidance=steering.resolve(model, 1).scale,
+        grid=sampling.times or sampling.spacing, guidance=request.resolve(model, n).scale,
         seed=args.seed,
         seeds=flags.seeds(args),
     )  # fmt: skip
-    names = [*image_names(args.num), "trajectory.gif"]
+    names = [*image_names(n), "trajectory.gif"]
     with open_output(args, command="sample", settings=settings, names=names) as out:
         x = generate(
-            model, steering, sampling, n=args.num, seed=args.seed, batch_size=args.batch_size,
+            model, request, sampling, n=n, seed=args.seed, batch_size=args.batch_size,
             device=args.device, progress=not args.no_progress, recorder=recorder,
             dtype=torch.float64 if args.float64 else torch.float32,
         )  # fmt: skip
-        k = model.num_classes
-        cycled = args.class_ == "all" and k > 1 and args.num % k == 0
-        grid = out.write_images(x, nrow=args.num // k if cycled else None)
-        print(f"wrote {args.num} images ({sampling.sampler}, {sampling.steps} steps); grid: {grid}")
+        rows = flags.several_prompts(args)  # a grid row per prompt
+        labels = request.resolve(model, n).labels  # or a grid row per class (--class all)
+        grid = out.write_images(x, nrow=rows, rows=labels)
+        print(f"wrote {n} images ({sampling.sampler}, {sampling.steps} steps); grid: {grid}")
         if sampling.parallel is not None:
             n = sampling.parallel.stats
             rounds = f"{n['rounds']} sequential rounds (sequential: {n['sequential']})"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import os
 import warnings
@@ -25,7 +24,6 @@ def add_parser(sub) -> None:
         description="Serve a web page and a JSON API (OpenAPI page at /docs) over the shipped "
         "models and the runs given. Models load once and stay in memory; a run that fails to "
         "load is listed as unavailable and the rest keep serving.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "runs", nargs="*", metavar="RUN",

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 from pixdiff.checkpoint import CONFIG, entry, malformed, read_json
 from pixdiff.cli import flags
 from pixdiff.config import (
     FORMULATIONS,
+    RunConfig,
     TrainConfig,
     apply_overrides,
     describe,
@@ -29,6 +33,7 @@ from pixdiff.config import (
     to_dict,
     with_formulation,
 )
+from pixdiff.data import CONTROL_KINDS
 from pixdiff.nets import PRESETS
 
 # the config key each named flag sets
@@ -37,13 +42,17 @@ NAMED_FLAGS = {
     "--preset": "model.preset",
     "--steps": "run.steps",
     "--batch-size": "optim.batch_size",
+    "--lr": "optim.lr",
     "--image-size": "data.image_size",
     "--sr-from": "sr.low_res_size",
     "--seed": "run.seed",
     "--eval-every": "run.eval_every",
     "--device": "run.device",
+    "--precision": "run.precision",
     "--skip-bad-images": "data.skip_bad_images",
     "--text-encoder": "text.encoder",
+    "--logger": "run.logger",
+    "--control": "control.kind",
 }
 
 
@@ -70,15 +79,32 @@ def add_parser(sub) -> None:
         metavar="PATH",
         help="frozen Hugging Face text encoder (T5 encoder or CLIP text model with its "
         "tokenizer, safetensors) in a local folder, instead of the builtin byte-level "
-        "encoder trained with the model (text.encoder); needs transformers",
+        "encoder trained with the model; needs transformers. The run stores the folder's path "
+        "relative to the run directory, so the two can move together "
+        f"({config_default('text.encoder')})",
+    )
+    p.add_argument(
+        "--control",
+        default=None,
+        metavar="KIND",
+        help="steer the model by a spatial map concatenated to x_t (control.kind): edges "
+        "(Canny), sketch (blurred edges), mask (silhouette), layout (8x8 colours, "
+        "control.layout_cells), or PATH, a folder of maps named as the --data folder's images "
+        "(the data folder itself: its metadata.jsonl conditioning_image column). Maps are "
+        "dropped with control.dropout (0.1) for --control-guidance; see docs/concepts.md",
     )
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
-    p.add_argument("--preset", default=None, help=f"network preset: {', '.join(sorted(PRESETS))}")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help=f"network preset: {', '.join(sorted(PRESETS))} ({config_default('model.preset')})",
+    )
     p.add_argument(
         "--formulation",
         default=None,
         choices=sorted(FORMULATIONS),
-        help="diffusion formulation preset (schedule, prediction, loss, t-sampling)",
+        help="diffusion formulation preset (schedule, prediction, loss, t-sampling); default: "
+        "the config's diffusion section (ddpm unless it says otherwise)",
     )
     p.add_argument("--config", default=None, help="JSON config file (any subset of sections)")
     p.add_argument(
@@ -91,43 +117,58 @@ def add_parser(sub) -> None:
         "model.overrides.model_channels=64 (repeatable; values are JSON)",
     )
     p.add_argument(
-        "--steps", type=integer("run.steps"), default=None, help="training steps (run.steps)"
+        "--steps",
+        type=integer("run.steps"),
+        default=None,
+        help=f"training steps ({config_default('run.steps')})",
     )
     p.add_argument(
         "--batch-size",
         type=integer("optim.batch_size"),
         default=None,
-        help="global batch (optim.batch_size)",
+        help=f"global batch ({config_default('optim.batch_size')})",
+    )
+    p.add_argument(
+        "--lr",
+        type=flags.finite,
+        default=None,
+        help=f"learning rate, after warm-up ({config_default('optim.lr')})",
     )
     p.add_argument(
         "--image-size",
         type=integer("data.image_size"),
         default=None,
-        help="image size (data.image_size)",
+        help=f"image size ({config_default('data.image_size')})",
     )
     p.add_argument(
         "--sr-from",
         type=integer("sr.low_res_size"),
         default=None,
         metavar="SIZE",
-        help="train a super-resolution model from SIZE x SIZE to --image-size (sr.low_res_size): "
-        "conditioned on the area-downsampled image, noised by conditioning augmentation at a "
-        "time uniform in [0, sr.aug_max] of sr.aug_schedule (see docs/concepts.md)",
+        help="train a super-resolution model from SIZE x SIZE to --image-size: conditioned on "
+        "the area-downsampled image, noised by conditioning augmentation at a time uniform in "
+        "[0, sr.aug_max] of sr.aug_schedule (see docs/concepts.md) (sr.low_res_size; default "
+        "0: not super-resolution)",
     )
-    p.add_argument("--seed", type=integer("run.seed"), default=None, help="seed (run.seed)")
+    seed_help = f"seed ({config_default('run.seed')})"
+    p.add_argument("--seed", type=integer("run.seed"), default=None, help=seed_help)
     p.add_argument(
         "--eval-every",
         type=integer("run.eval_every"),
         default=None,
         metavar="K",
-        help="every K steps score run.eval_n EMA samples (run.eval_metrics, default "
-        "fd,kid,acc, against the dataset's test split) into eval.csv (run.eval_every)",
+        help="every K steps score run.eval_n EMA samples (in run.eval_metrics, fd,kid,acc "
+        "unless set, against the dataset's test split) into eval.csv (run.eval_every; default "
+        "0: never)",
     )
+    flags.add_device_flag(p, config="run.device")
     p.add_argument(
-        "--device",
-        type=flags.device_spec,
+        "--precision",
         default=None,
-        help="auto | cpu | cuda | cuda:N (run.device)",
+        choices=get_args(get_type_hints(RunConfig)["precision"]),
+        help="training precision: fp32; bf16 autocast (GPUs from Ampere on; slower on many "
+        "CPUs); fp16 autocast with loss scaling (torch.amp.GradScaler), for GPUs without bf16 "
+        f"({config_default('run.precision')})",
     )
     p.add_argument(
         "--resume",
@@ -152,8 +193,28 @@ def add_parser(sub) -> None:
         help="skip unreadable images in a folder dataset (reports how many)",
     )
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+    add_logger_flag(p)
     p.set_defaults(func=run)
+
+
+NO_PROGRESS_HELP = (
+    "no progress bar: print a one-line log every run.log_every steps instead (also printed "
+    "when stdout is not a terminal)"
+)
+
+
+def add_logger_flag(p) -> None:
+    """``--logger`` of the training commands (run.logger)."""
+    p.add_argument(
+        "--logger",
+        default=None,
+        choices=get_args(get_type_hints(RunConfig)["logger"]),
+        help="where the training numbers go besides log.csv and the one-line log: csv (nowhere "
+        "else) or tensorboard (losses, lr, throughput, grad norm, sample grids, eval metrics "
+        "as event files in RUN/tensorboard; needs `pip install tensorboard`) "
+        f"({config_default('run.logger')})",
+    )
 
 
 def build_config(args) -> TrainConfig:
@@ -168,8 +229,10 @@ def build_config(args) -> TrainConfig:
         value = getattr(args, flag[2:].replace("-", "_"))
         if flag == "--skip-bad-images":
             value = True if value else None
-        elif flag == "--text-encoder":  # absolute, so the run loads from any working directory
-            value = _absolute(value)
+        elif flag == "--text-encoder":  # relative to the run, so the two can move together
+            value = _relative_to_run(value, Path(args.out))
+        elif flag == "--control" and value not in (None, "none", *CONTROL_KINDS):
+            value = str(Path(value).expanduser().resolve())  # a map folder, from anywhere
         if value is not None:
             try:
                 cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
@@ -177,7 +240,11 @@ def build_config(args) -> TrainConfig:
                 raise ValueError(f"{flag}: {e}") from None
     if saved is not None:
         refuse_changes(saved, cfg, Path(args.out))
+    given = cfg.text.encoder
     cfg = apply_overrides(cfg, args.overrides)
+    if cfg.text.encoder not in (given, "builtin"):  # --set text.encoder=PATH, as --text-encoder
+        text = replace(cfg.text, encoder=_relative_to_run(cfg.text.encoder, Path(args.out)))
+        cfg = replace(cfg, text=text)
     try:  # --set run.device=... and config files are checked as --device is
         flags.device_spec(cfg.run.device)
     except argparse.ArgumentTypeError as e:
@@ -238,8 +305,21 @@ def integer(key: str):
     return parse
 
 
-def _absolute(path: str | None) -> str | None:
-    return None if path is None else str(Path(path).expanduser().resolve())
+def _relative_to_run(path: str | None, out: Path) -> str | None:
+    """A folder given from the working directory as a path relative to the run directory
+    ``out``, as the run stores it (:func:`pixdiff.checkpoint.encoder_in_run`)."""
+    if path is None or path == "builtin":
+        return path
+    return os.path.relpath(
+        os.path.abspath(Path(path).expanduser()), os.path.abspath(out.expanduser())
+    )
+
+
+def config_default(key: str) -> str:
+    """A named flag's config key and the value it has unless the flag, --config or --set give
+    another ("run.steps; default 10000"), for its --help."""
+    value = _flat(to_dict(TrainConfig()))[key]
+    return f"{key}; default {value}"
 
 
 def run(args) -> int:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
 from pixdiff.classifier_store import check_out_dir, save_noisy_classifier
 from pixdiff.cli import flags
 from pixdiff.data import load_dataset
 from pixdiff.schedule_registry import SCHEDULE_NAMES, get_schedule
+from pixdiff.training.loggers import lines_on_stdout
 from pixdiff.training.noisy_classifier import train_noisy_classifier
 from pixdiff.training.runtime import resolve_device
 
@@ -19,7 +18,6 @@ def add_parser(sub) -> None:
         description="Train a classifier p(y | x_t) on images noised along a schedule "
         "(Dhariwal & Nichol 2021) and save model.safetensors + config.json in --out; use it "
         "with `pixdiff sample --classifier DIR --classifier-scale S`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--data",
@@ -48,7 +46,15 @@ def add_parser(sub) -> None:
     )
     flags.add_device_flag(p)
     p.add_argument("--overwrite", action="store_true", help="replace a classifier in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: print a one-line log every --log-every steps instead (also "
+        "printed when stdout is not a terminal)",
+    )
+    p.add_argument(
+        "--log-every", type=flags.positive, default=100, metavar="K", help="steps per log line"
+    )
     p.set_defaults(func=run)
 
 
@@ -64,6 +70,7 @@ def run(args) -> int:
         seed=args.seed,
         device=resolve_device(args.device),
         progress=not args.no_progress,
+        log_every=args.log_every if lines_on_stdout(not args.no_progress) else 0,
     )
     meta = {"data": data.name, "steps": args.steps, "final_loss": loss, "seed": args.seed}
     save_noisy_classifier(classifier, out, metadata=meta)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -22,14 +21,13 @@ def add_parser(sub) -> None:
         help="tune a run's time grids for few-step sampling (stored in the run)",
         description="For each NFE budget, find the time grid on which --sampler best follows "
         "the model's own high-accuracy ODE solution: a teacher solve (DPM-Solver++(2M), "
-        "float64) on --n warm-up noises over --candidates times uniform in log-SNR, then "
+        "float64) on -n warm-up noises over --candidates times uniform in log-SNR, then "
         "dynamic programming over one-step costs (GITS, Chen et al. 2024), optionally refined "
         "by descent on the final error (--refine; LD3, Tong et al. 2025). A fixed grid that "
         "does better on the warm-up noises is kept instead. The grids go into "
         "RUN/tuned_grids.json (keyed by sampler and NFE); `pixdiff sample RUN --nfe N` then "
         "uses them by default, and `--grid tuned` asks for them. See docs/concepts.md, Tuned "
         "time grids.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="run directory (the grids are written into it)")
     p.add_argument("--nfe", default=DEFAULT_NFES, help="comma-separated network-evaluation budgets")
@@ -40,7 +38,7 @@ def add_parser(sub) -> None:
         help="deterministic sampler(s) to tune for, comma-separated (one teacher solve serves "
         "them all); None: the run's sampler",
     )
-    p.add_argument("--n", type=flags.int_in(1, 4096), default=64, help="warm-up noises")
+    flags.add_num_flag(p, default=64, help="warm-up noises", type=flags.int_in(1, 4096), old_n=True)
     p.add_argument(
         "--reference-steps",
         type=flags.int_in(2),
@@ -90,10 +88,10 @@ def run(args) -> int:
         raise ValueError(f"--nfe budgets must be >= 1, got {args.nfe!r}")
     read_grids(model.path)  # a damaged tuned_grids.json stops here, before minutes of work
     start = time.perf_counter()
-    warm = warmup(model, n=args.n, seed=args.seed, guidance=args.guidance, device=args.device)
+    warm = warmup(model, n=args.num, seed=args.seed, guidance=args.guidance, device=args.device)
     about = warm.about
     print(
-        f"warm-up: {args.n} noises (seeds {args.seed}..{args.seed + args.n - 1}), "
+        f"warm-up: {args.num} noises (seeds {args.seed}..{args.seed + args.num - 1}), "
         f"{about['conditioning']}, guidance {about['guidance']:g}; tuning "
         f"{', '.join(samplers)} at NFE {', '.join(map(str, nfes))}",
         flush=True,

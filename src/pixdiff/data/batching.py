@@ -19,11 +19,13 @@ from pixdiff.data.image_set import ImageSet, to_model_space
 
 
 class Batch(NamedTuple):
-    """One training batch: images (B, C, H, W) float [-1, 1], labels (B,) or None, captions."""
+    """One training batch: images (B, C, H, W) float [-1, 1], labels (B,) or None, captions,
+    and control maps (B, C', H, W) float [-1, 1] or None (flipped with their images)."""
 
     images: Tensor
     labels: Tensor | None
     captions: list[str] | None
+    control: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,13 @@ def gather_batch(
     images = to_model_space(images.to(device, non_blocking=True))
     labels = None if data.labels is None else data.labels[indices].to(device)
     captions = None if data.captions is None else [data.captions[i] for i in indices.tolist()]
-    return Batch(images, labels, captions)
+    control = None
+    if data.control is not None:
+        control = data.control[indices]
+        if flips.any():
+            control[flips] = control[flips].flip(-1)
+        control = to_model_space(control.to(device, non_blocking=True))
+    return Batch(images, labels, captions, control)
 
 
 def batches(

@@ -129,18 +129,22 @@ def draw_emoji(font: ImageFont.FreeTypeFont, codepoint: int) -> Image.Image | No
     return canvas if canvas.getbbox(alpha_only=True) else None
 
 
-def square_on_white(canvas: Image.Image, *, size: int) -> np.ndarray:
-    """Centre the ink in a square, composite on white, resize: uint8 (3, size, size).
-
-    The square is as tall as the bitmap (136x128 -> the central 128x128, so every emoji keeps
-    the font's scale) and grows only if ink would be cut off; outside the canvas is white.
-    """
+def square_crop(canvas: Image.Image) -> Image.Image:
+    """The RGBA square around the ink: as tall as the bitmap (136x128 -> the central 128x128, so
+    every emoji keeps the font's scale), grown only if ink would be cut off; beyond the canvas
+    it is transparent."""
     width, height = canvas.size
     left, top, right, bottom = canvas.getbbox(alpha_only=True)
     side = max(min(width, height), right - left, bottom - top)
     x0 = min(max((left + right - side) // 2, 0), max(width - side, 0))
     y0 = min(max((top + bottom - side) // 2, 0), max(height - side, 0))
-    square = canvas.crop((x0, y0, x0 + side, y0 + side))  # beyond the canvas: transparent
+    return canvas.crop((x0, y0, x0 + side, y0 + side))
+
+
+def square_on_white(canvas: Image.Image, *, size: int) -> np.ndarray:
+    """Centre the ink in a square (:func:`square_crop`), composite on white, resize: uint8
+    (3, size, size)."""
+    square = square_crop(canvas)
     white = Image.new("RGBA", square.size, (255, 255, 255, 255))
     rgb = Image.alpha_composite(white, square).convert("RGB")  # before resizing: no dark fringe
     if rgb.size != (size, size):
@@ -180,6 +184,24 @@ def render_emoji(
     captions = [caption(c) or f"u+{c:04x}" for c in kept]
     images_t = torch.from_numpy(images[: len(kept)].copy() if len(kept) < len(images) else images)
     return ImageSet(images_t, captions=captions, name=f"emoji-{size}")
+
+
+def render_alpha(
+    captions: Sequence[str], *, size: int, font_path: str | Path = DEFAULT_FONT
+) -> torch.Tensor:
+    """The alpha channel of each emoji named by its caption ("red apple"), cropped and resized
+    as :func:`square_on_white` draws its colours: uint8 (N, 1, size, size), the silhouette."""
+    _check_size(size)
+    font = ImageFont.truetype(str(_require_font(font_path)), FONT_SIZE)
+    alpha = np.empty((len(captions), 1, size, size), dtype=np.uint8)
+    for i, text in enumerate(captions):
+        try:
+            canvas = draw_emoji(font, ord(unicodedata.lookup(text)))
+        except KeyError:  # not an emoji name: caption() gave "u+XXXX"
+            canvas = draw_emoji(font, int(text.removeprefix("u+"), 16))
+        square = square_crop(canvas).getchannel("A")
+        alpha[i, 0] = np.asarray(square.resize((size, size), Image.Resampling.LANCZOS))
+    return torch.from_numpy(alpha)
 
 
 def _check_size(size: int) -> None:

@@ -2,16 +2,18 @@
 
 Follows the Hugging Face ``imagefolder`` convention: ``metadata.jsonl`` at the folder's root
 holds one JSON object per line with ``file_name`` (relative to the folder) and ``label`` (an
-int id or a class-name string) and/or ``text`` (a caption). Other columns are ignored with a
-warning. Images are found recursively (PNG/JPEG/WebP), sorted by relative path, resized on
-the shorter side and centre-cropped to a square, and converted to grey or RGB.
+int id or a class-name string) and/or ``text`` (a caption), and optionally
+``conditioning_image``, the image's control map (read by :mod:`pixdiff.data.control_folder`).
+Other columns are ignored with a warning. Images are found recursively (PNG/JPEG/WebP),
+sorted by relative path, resized on the shorter side and centre-cropped to a square, and
+converted to grey or RGB.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +26,7 @@ from pixdiff.data.image_set import ImageSet, check_fits_in_memory
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 METADATA_FILE = "metadata.jsonl"
-_COLUMNS = ("file_name", "label", "text")
+_COLUMNS = ("file_name", "label", "text", "conditioning_image")
 # input images beyond this many pixels are refused before decoding (a decompression bomb: a
 # small PNG can declare 20000 x 20000 pixels and take gigabytes once decoded)
 MAX_SIDE = 8192
@@ -54,6 +56,7 @@ class Metadata:
 
     labels: dict[str, int | str]
     texts: dict[str, str]
+    conditioning: dict[str, str] = field(default_factory=dict)  # control map, relative path
 
 
 def _parse_line(line: str, where: str) -> dict:
@@ -69,8 +72,9 @@ def _parse_line(line: str, where: str) -> dict:
         raise ValueError(f'{where}: "label" must be an int or a class-name string, got {label!r}')
     if isinstance(label, int) and not 0 <= label <= MAX_LABEL:
         raise ValueError(f'{where}: "label" must be in [0, {MAX_LABEL}], got {label}')
-    if "text" in row and not isinstance(row["text"], str):
-        raise ValueError(f'{where}: "text" must be a string, got {row["text"]!r}')
+    for column in ("text", "conditioning_image"):
+        if column in row and not isinstance(row[column], str):
+            raise ValueError(f'{where}: "{column}" must be a string, got {row[column]!r}')
     return row
 
 
@@ -98,6 +102,8 @@ def read_metadata(path: Path) -> Metadata:
             meta.labels[name] = row["label"]
         if "text" in row:
             meta.texts[name] = row["text"]
+        if "conditioning_image" in row:
+            meta.conditioning[name] = row["conditioning_image"]
         extra.update(set(row) - set(_COLUMNS))
     if extra:
         warnings.warn(
@@ -215,12 +221,24 @@ def read_images(
     return torch.from_numpy(images[: len(kept)].copy() if bad else images), kept, bad
 
 
+def folder_metadata(root: Path) -> Metadata:
+    """The folder's metadata.jsonl, or empty columns when it has none."""
+    meta_path = root / METADATA_FILE
+    return read_metadata(meta_path) if meta_path.is_file() else Metadata({}, {})
+
+
+def without_maps(root: Path, paths: list[Path], meta: Metadata) -> list[Path]:
+    """``paths`` less the control maps the metadata names (``conditioning_image``): a map stored
+    inside the data folder is not a training image."""
+    maps = {Path(m).as_posix() for m in meta.conditioning.values()}
+    return [p for p in paths if p.relative_to(root).as_posix() not in maps]
+
+
 def _annotations(
-    root: Path, names: list[str], *, labels_from_dirs: bool
+    root: Path, names: list[str], meta: Metadata, *, labels_from_dirs: bool
 ) -> tuple[list | None, list[str] | None]:
     """Per-image raw labels and captions, from metadata.jsonl and/or the folder names."""
     meta_path = root / METADATA_FILE
-    meta = read_metadata(meta_path) if meta_path.is_file() else Metadata({}, {})
     labels = _column(meta.labels, names, "label", meta_path)
     texts = _column(meta.texts, names, "text", meta_path)
     if labels_from_dirs:
@@ -270,9 +288,10 @@ def load_folder(
     root = Path(root).expanduser()
     if channels not in (1, 3) or image_size < 1:
         raise ValueError(f"need channels 1 or 3 and image_size >= 1, got {channels}, {image_size}")
-    paths = _find_images(root)
+    meta = folder_metadata(root)
+    paths = without_maps(root, _find_images(root), meta)
     names = [p.relative_to(root).as_posix() for p in paths]
-    raw_labels, texts = _annotations(root, names, labels_from_dirs=labels_from_dirs)
+    raw_labels, texts = _annotations(root, names, meta, labels_from_dirs=labels_from_dirs)
     images, kept, bad = read_images(
         paths, size=image_size, channels=channels, skip_bad_images=skip_bad_images,
         progress=progress,

@@ -30,6 +30,8 @@ class ImageSet:
         class_names: name of each class id (``class_names[label]``), or None.
         captions: one string per image, or None.
         name: short name for logs and run configs, e.g. ``"fashion-mnist-train"``.
+        control: (N, C', H, W) uint8 spatial control maps aligned with the images (edges,
+            sketch, mask, layout or a user's maps; :mod:`pixdiff.data.control`), or None.
     """
 
     images: Tensor
@@ -37,6 +39,7 @@ class ImageSet:
     class_names: list[str] | None = None
     captions: list[str] | None = None
     name: str = "images"
+    control: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -57,6 +60,18 @@ class ImageSet:
             raise ValueError(
                 f"ImageSet {self.name!r}: {len(self.captions)} captions for {n} images"
             )
+        bad_control = self.control is not None and (
+            self.control.dtype != torch.uint8
+            or self.control.dim() != 4
+            or self.control.shape[0] != n
+            or self.control.shape[2:] != self.images.shape[2:]
+        )
+        if bad_control:
+            raise ValueError(
+                f"ImageSet {self.name!r}: control maps must be uint8 (N, C, H, W) like the "
+                f"images {tuple(self.images.shape)}, got {self.control.dtype} "
+                f"{tuple(self.control.shape)}"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -74,7 +89,8 @@ class ImageSet:
         """The images (and their labels and captions) at ``rows``, a 1-D index tensor."""
         captions = None if self.captions is None else [self.captions[i] for i in rows.tolist()]
         labels = None if self.labels is None else self.labels[rows]
-        return ImageSet(self.images[rows], labels, self.class_names, captions, name)
+        control = None if self.control is None else self.control[rows]
+        return ImageSet(self.images[rows], labels, self.class_names, captions, name, control)
 
 
 def concatenate(parts: list[ImageSet], *, name: str) -> ImageSet:
@@ -83,14 +99,14 @@ def concatenate(parts: list[ImageSet], *, name: str) -> ImageSet:
     for part in parts[1:]:
         if part.images.shape[1:] != first.images.shape[1:] or part.class_names != first.class_names:
             raise ValueError(f"cannot concatenate {part.name!r} and {first.name!r}: they differ")
-        if (part.labels is None) != (first.labels is None) or (part.captions is None) != (
-            first.captions is None
-        ):
-            raise ValueError(f"{part.name!r} and {first.name!r} differ in labels or captions")
+        held = [(p.labels is None, p.captions is None, p.control is None) for p in (part, first)]
+        if held[0] != held[1]:
+            raise ValueError(f"{part.name!r} and {first.name!r} differ in labels, captions or maps")
     labels = None if first.labels is None else torch.cat([p.labels for p in parts])
     captions = None if first.captions is None else [c for p in parts for c in p.captions]
     images = torch.cat([p.images for p in parts])
-    return ImageSet(images, labels, first.class_names, captions, name)
+    control = None if first.control is None else torch.cat([p.control for p in parts])
+    return ImageSet(images, labels, first.class_names, captions, name, control)
 
 
 def to_model_space(images: Tensor) -> Tensor:

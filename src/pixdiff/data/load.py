@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pixdiff.data.control import ControlConfig, with_control
 from pixdiff.data.emoji import emoji_split, load_emoji
 from pixdiff.data.fashion_mnist import load_fashion_mnist
 from pixdiff.data.folder import load_folder
@@ -29,6 +30,7 @@ def load_dataset(
     split: Split = "train",
     cache_dir: str | Path | None = None,
     skip_bad_images: bool = False,
+    control: ControlConfig | None = None,
 ) -> ImageSet:
     """Load ``'fashion-mnist'``, ``'emoji'`` or a folder of images at ``image_size``.
 
@@ -42,6 +44,7 @@ def load_dataset(
             all of its images (so ``pixdiff eval --data FOLDER`` scores against the folder).
         cache_dir: where the rendered emoji are cached (default :func:`default_cache_dir`).
         skip_bad_images: for folders, skip unreadable images with a warning instead of failing.
+        control: attach these control maps to the set (:func:`pixdiff.data.control.with_control`).
     """
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
@@ -55,10 +58,11 @@ def load_dataset(
         data = emoji_split(load_emoji(size=image_size, cache_dir=cache_dir), split)
         images = data.images
     elif Path(spec).expanduser().is_dir():
-        return load_folder(
+        folder = load_folder(
             Path(spec).expanduser(), image_size=image_size, channels=channels or 3,
             skip_bad_images=skip_bad_images,
         )  # fmt: skip
+        return with_control(folder, control, source=spec, cache_dir=cache_dir)
     else:
         raise FileNotFoundError(
             f"unknown dataset {spec!r}: it is neither one of {', '.join(DATASET_NAMES)} "
@@ -66,4 +70,5 @@ def load_dataset(
         )
     if channels is not None:
         images = convert_channels(images, channels)
-    return ImageSet(images, data.labels, data.class_names, data.captions, data.name)
+    data = ImageSet(images, data.labels, data.class_names, data.captions, data.name)
+    return with_control(data, control, source=spec, cache_dir=cache_dir)

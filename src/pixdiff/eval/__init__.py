@@ -1,4 +1,5 @@
-"""Evaluation: the Fashion-MNIST classifier, feature extractors, FD, KID, IS, precision-recall."""
+"""Evaluation: the Fashion-MNIST classifier, feature extractors (and the FID Inception-v3), FD,
+KID, IS, precision-recall."""
 
 from .classifier import (
     FashionClassifier,
@@ -14,6 +15,7 @@ from .features import (
     FeatureExtractor,
     check_model_space,
     classifier_extractor,
+    inception_extractor,
     load_extractor,
     torchscript_extractor,
 )
@@ -32,6 +34,7 @@ __all__ = [
     "classifier_extractor",
     "classify",
     "frechet_distance",
+    "inception_extractor",
     "inception_score",
     "kid",
     "load_classifier",

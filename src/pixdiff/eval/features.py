@@ -1,14 +1,19 @@
 """Feature extractors for sample-quality metrics (FD, KID, precision/recall, IS-style scores).
 
 A :class:`FeatureExtractor` maps images (N, C, H, W) in model space [-1, 1] to features
-(N, D) float64 and, when it has a classification head, to logits (N, K). Three come built in,
+(N, D) float64 and, when it has a classification head, to logits (N, K). Four come built in,
 all loaded from local files (nothing is ever downloaded):
 
 - ``"fashion-classifier"`` (the default): the shipped Fashion-MNIST CNN of
   :mod:`pixdiff.eval.classifier`, 128-d penultimate features and 10 logits, 92.2 % test
   accuracy (``pixdiff/assets/fashion_classifier/README.md``). It plays the role Inception-v3
   plays for ImageNet-like data (Heusel et al. 2017), so its numbers only compare with numbers
-  made with the same weights.
+  made with the same weights: they are not FIDs.
+- ``"inception"``: the standard FID network (:mod:`pixdiff.eval.inception`), pool3 2048-d
+  features, from a weights file the user has (``weights=`` or ``PIXDIFF_INCEPTION_WEIGHTS``).
+  Images are quantized to uint8 as a saved PNG would be, grey repeated to RGB, resized to
+  299 x 299 with TensorFlow 1.x's bilinear: torch-fidelity's preprocessing, so its FIDs
+  compare with published ones.
 - a directory written by :func:`pixdiff.eval.save_classifier` (``model.safetensors`` +
   ``config.json``): the same architecture with the user's weights.
 - a TorchScript file (``torch.jit.save``): its output, flattened to (N, D), is the feature
@@ -17,14 +22,17 @@ all loaded from local files (nothing is ever downloaded):
   network with adaptive pooling accepts many shapes and a wrong guess gives silently wrong
   numbers. TorchScript files can hold code, so load only files you trust.
 
-Every extractor is probed once with a dummy batch of zeros in its input shape: that checks the
-shape and records the feature width (and class count).
+Every extractor takes images of any size: its ``prepare`` step converts their channels and
+resizes them to its input shape (:mod:`pixdiff.eval.resize`; antialiased bilinear unless the
+extractor says otherwise), and leaves images of that shape untouched. Each is probed once with
+a dummy batch of zeros in its input shape: that checks the network and records the feature
+width (and class count).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -32,13 +40,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pixdiff.data import to_model_space
+from pixdiff.data import from_model_space, to_model_space
 from pixdiff.eval.classifier import (
     DEFAULT_DIR,
     WEIGHTS_NAME,
     FashionClassifier,
     load_classifier,
 )
+from pixdiff.eval.inception import INPUT_SIZE, WEIGHTS_ENV, load_inception
+from pixdiff.eval.resize import channel_problem, fit_images
+from pixdiff.files import file_sha256
 
 DEFAULT_EXTRACTOR = "fashion-classifier"
 # Samples must be clamped to [-1, 1]; the slack only absorbs float rounding of a conversion.
@@ -46,6 +57,8 @@ RANGE_TOLERANCE = 1e-3
 
 # images (N, C, H, W) float32 in [-1, 1] -> (features (N, D), logits (N, K) or None)
 Forward = Callable[[Tensor], tuple[Tensor, Tensor | None]]
+# images (N, C, H, W) float32 in [-1, 1], any C and size -> the network's input (N, *input_shape)
+Prepare = Callable[[Tensor], Tensor]
 
 
 class FeatureExtractor:
@@ -60,6 +73,8 @@ class FeatureExtractor:
         fingerprint: identifies the weights (e.g. a file hash), so caches never mix them.
         batch_size: images per forward pass.
         device: where ``forward`` runs; results come back on the CPU.
+        prepare: brings images of any channel count (that converts) and size to
+            ``input_shape``; default :func:`pixdiff.eval.resize.fit_images` (bilinear).
     """
 
     def __init__(
@@ -71,6 +86,7 @@ class FeatureExtractor:
         fingerprint: str = "",
         batch_size: int = 256,
         device: torch.device | str = "cpu",
+        prepare: Prepare | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -82,6 +98,7 @@ class FeatureExtractor:
         self.fingerprint = fingerprint
         self.batch_size = batch_size
         self.device = torch.device(device)
+        self._prepare = prepare or self._fit
         self.feature_dim, self.num_classes = self._probe()
 
     def __repr__(self) -> str:
@@ -90,12 +107,15 @@ class FeatureExtractor:
             f"feature_dim={self.feature_dim}, num_classes={self.num_classes})"
         )
 
+    def _fit(self, x: Tensor) -> Tensor:
+        return fit_images(x, self.input_shape, who=f"feature extractor {self.name!r}")
+
     @torch.no_grad()
     def _probe(self) -> tuple[int, int | None]:
         """Run a dummy batch of zeros; returns (feature width D, class count K or None)."""
         dummy = torch.zeros(2, *self.input_shape, device=self.device)
         try:
-            feats, logits = self._forward(dummy)
+            feats, logits = self._forward(self._prepare(dummy))
         except RuntimeError as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise ValueError(
@@ -108,8 +128,27 @@ class FeatureExtractor:
         return feats.shape[1], None if logits is None else logits.shape[1]
 
     def check_images(self, images: Tensor) -> None:
-        """Raise a ValueError unless ``images`` is (N, *input_shape) in [-1, 1] (or uint8)."""
-        check_model_space(images, self.input_shape, who=f"feature extractor {self.name!r}")
+        """Raise a ValueError unless ``images`` is (N, C, H, W) in [-1, 1] (or uint8) with C
+        convertible to the extractor's channels (any H, W: they are resized)."""
+        who = f"feature extractor {self.name!r}"
+        check_model_space(images, None, who=who)
+        problem = channel_problem(images.shape[1], self.input_shape[0])
+        if problem is not None:
+            raise ValueError(
+                f"{who} takes images shaped (N, {', '.join(map(str, self.input_shape))}), got "
+                f"{tuple(images.shape)}: {problem}"
+            )
+
+    def check_convertible(self, image_shape: tuple[int, ...], *, who: str, fix: str) -> None:
+        """Raise one line (``who`` takes ..., the model makes ...; ``fix``) unless a model's
+        images shaped ``image_shape`` (C, H, W) can be fed to this extractor: any size can,
+        channels as :func:`pixdiff.eval.resize.channel_problem` says."""
+        problem = channel_problem(int(image_shape[0]), self.input_shape[0])
+        if problem is not None:
+            raise ValueError(
+                f"{who} takes images shaped {self.input_shape}, the model makes "
+                f"{tuple(image_shape)}: {problem}; {fix}"
+            )
 
     @torch.no_grad()
     def embed(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -123,7 +162,7 @@ class FeatureExtractor:
         for start in range(0, len(images), self.batch_size):
             x = images[start : start + self.batch_size].to(self.device)
             x = to_model_space(x) if x.dtype == torch.uint8 else x.float()
-            f, g = self._forward(x)
+            f, g = self._forward(self._prepare(x))
             feats.append(f.reshape(len(x), -1).double().cpu())
             if g is not None:
                 logits.append(g.double().cpu())
@@ -152,7 +191,7 @@ def _check_output(out: object, n: int, what: str) -> None:
 
 
 def check_model_space(
-    images: Tensor, input_shape: tuple[int, int, int], *, who: str = "the feature extractor"
+    images: Tensor, input_shape: tuple[int, int, int] | None, *, who: str = "the feature extractor"
 ) -> None:
     """Raise a one-line ValueError unless ``images`` fit ``input_shape`` and lie in [-1, 1].
 
@@ -160,12 +199,15 @@ def check_model_space(
 
     Args:
         images: (N, C, H, W) float in [-1, 1] (up to ``RANGE_TOLERANCE``), or uint8.
-        input_shape: the expected (C, H, W).
+        input_shape: the expected (C, H, W); None: any 4-D shape.
         who: names the consumer in the messages.
     """
     if not isinstance(images, Tensor):
         raise ValueError(f"{who} expects a torch.Tensor of images, got {type(images).__name__}")
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(input_shape):
+    if images.ndim != 4 and input_shape is None:
+        raise ValueError(f"{who} expects images shaped (N, C, H, W), got {tuple(images.shape)}")
+    wrong_shape = images.ndim != 4 or tuple(images.shape[1:]) != tuple(input_shape or ())
+    if input_shape is not None and wrong_shape:
         raise ValueError(
             f"{who} expects images of shape (N, {', '.join(map(str, input_shape))}), got "
             f"{tuple(images.shape)}; convert the channels and resize first"
@@ -190,11 +232,7 @@ def check_model_space(
 
 def file_fingerprint(path: Path) -> str:
     """First 16 hex digits of the SHA-256 of a file: identifies weights in cache keys."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def classifier_extractor(
@@ -264,26 +302,69 @@ def torchscript_extractor(
     )  # fmt: skip
 
 
+def inception_extractor(
+    weights: str | Path, *, batch_size: int = 256, device: torch.device | str = "cpu"
+) -> FeatureExtractor:
+    """The standard FID extractor: Inception-v3 pool3 features (N, 2048), no logits.
+
+    Preprocessing as torch-fidelity (and the original TF code of Heusel et al. 2017): images
+    quantized to uint8 (:func:`pixdiff.data.from_model_space`, as a saved PNG), grey repeated
+    to RGB, resized to 299 x 299 by TensorFlow 1.x's bilinear, normalised by the network.
+
+    Args:
+        weights: the released ``.pth`` state dict or its safetensors conversion
+            (:mod:`pixdiff.eval.inception`).
+        batch_size: images per forward pass.
+        device: where the network runs.
+    """
+    net = load_inception(weights, device=device)
+    shape = (3, INPUT_SIZE, INPUT_SIZE)
+
+    def prepare(x: Tensor) -> Tensor:  # (N, C, H, W) in [-1, 1] -> (N, 3, 299, 299) in [0, 255]
+        pixels = from_model_space(x).float()
+        return fit_images(pixels, shape, mode="tf1-bilinear", who="feature extractor 'inception'")
+
+    return FeatureExtractor(
+        lambda x: (net(x), None), name="inception", input_shape=shape, prepare=prepare,
+        fingerprint=file_fingerprint(Path(weights).expanduser()), batch_size=batch_size,
+        device=device,
+    )  # fmt: skip
+
+
 def load_extractor(
     spec: str = DEFAULT_EXTRACTOR,
     *,
+    weights: str | Path | None = None,
     input_shape: tuple[int, int, int] | None = None,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> FeatureExtractor:
-    """Resolve ``spec``: ``"fashion-classifier"``, a classifier directory or a TorchScript file.
+    """Resolve ``spec``: ``"fashion-classifier"``, ``"inception"``, a classifier directory or a
+    TorchScript file.
 
     Args:
-        spec: the built-in name, a folder written by :func:`pixdiff.eval.save_classifier`, or a
+        spec: a built-in name, a folder written by :func:`pixdiff.eval.save_classifier`, or a
             TorchScript file. Local paths only: nothing is downloaded.
+        weights: the weights file of ``"inception"``; default the environment variable
+            ``PIXDIFF_INCEPTION_WEIGHTS``. Refused for the other extractors.
         input_shape: (C, H, W) of a TorchScript model (see :func:`torchscript_extractor`).
         batch_size: images per forward pass.
         device: where the network runs.
 
     Raises:
-        FileNotFoundError: ``spec`` is neither the built-in name nor an existing path.
+        FileNotFoundError: ``spec`` is neither a built-in name nor an existing path.
         ValueError: the file is not in the expected format (the message says which).
     """
+    if spec == "inception":
+        weights = weights or os.environ.get(WEIGHTS_ENV)
+        if not weights:
+            raise ValueError(
+                f"extractor 'inception' needs its weights file: pass --weights FILE (or set "
+                f"{WEIGHTS_ENV}); see docs/concepts.md, 'Standard FID', for where to get it"
+            )
+        return inception_extractor(weights, batch_size=batch_size, device=device)
+    if weights is not None:
+        raise ValueError(f"weights are given only to the 'inception' extractor, not to {spec!r}")
     path = Path(spec).expanduser()
     if spec == DEFAULT_EXTRACTOR or path.is_dir():
         folder = DEFAULT_DIR if spec == DEFAULT_EXTRACTOR else path
@@ -300,6 +381,6 @@ def load_extractor(
             path, input_shape=input_shape, batch_size=batch_size, device=device
         )
     raise FileNotFoundError(
-        f"unknown feature extractor {spec!r}: it is neither {DEFAULT_EXTRACTOR!r} nor an "
-        f"existing classifier folder or TorchScript file ({path.resolve()})"
+        f"unknown feature extractor {spec!r}: it is neither {DEFAULT_EXTRACTOR!r}, 'inception' "
+        f"nor an existing classifier folder or TorchScript file ({path.resolve()})"
     )

@@ -148,7 +148,7 @@ def _check_fd_count(stats: FeatureStats, which: str) -> None:
         )
 
 
-def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
+def frechet_distance(a: FeatureStats, b: FeatureStats, *, require_full_rank: bool = True) -> float:
     """Frechet distance between the Gaussians fitted to two feature sets (FID-style).
 
     ``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` (Dowson & Landau 1982, "The Frechet
@@ -158,13 +158,20 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     calls, no complex numbers and no NaN for singular covariances (tiny negative eigenvalues
     from rounding are clamped to 0, and so is the tiny negative result of identical inputs).
 
+    Args:
+        a, b: the two sets' statistics.
+        require_full_rank: refuse sets of fewer than D + 1 samples. False computes the number
+            anyway, as torch-fidelity and torchmetrics do (a parity check on a few images);
+            it then mostly measures the missing rank.
+
     Raises:
         ValueError: the widths differ, or a set has fewer than D + 1 samples.
     """
     if a.dim != b.dim:
         raise ValueError(f"the two statistics have different widths ({a.dim} vs {b.dim})")
-    _check_fd_count(a, "first")
-    _check_fd_count(b, "second")
+    if require_full_rank:
+        _check_fd_count(a, "first")
+        _check_fd_count(b, "second")
     s1, s2 = (a.sigma + a.sigma.T) / 2, (b.sigma + b.sigma.T) / 2
     r1 = _sqrt_psd(s1)
     m = r1 @ s2 @ r1

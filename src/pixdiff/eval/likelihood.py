@@ -124,6 +124,12 @@ def _sample_indices(
     return idx + 1, p[idx]
 
 
+def default_variance(denoiser) -> Variance:
+    """The reverse variance :func:`vlb_bpd` uses when none is given: the model's own for a
+    learned-variance denoiser, else small."""
+    return "learned" if getattr(denoiser, "learn_sigma", False) else "small"
+
+
 def vlb_bpd(
     denoiser,
     images: Tensor,
@@ -166,7 +172,7 @@ def vlb_bpd(
         raise ValueError(f"num_t_samples must be >= 2 (for a standard error), got {num_t_samples}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    variance = variance or ("learned" if getattr(denoiser, "learn_sigma", False) else "small")
+    variance = variance or default_variance(denoiser)
     x0 = to_pixel_grid(images)
     dims = x0[0].numel()
 

@@ -50,10 +50,18 @@ def _dataset_key(dataset: str) -> str:
 
 
 def reference_path(
-    dataset: str, split: str, extractor: FeatureExtractor, *, n: int | None, cache_dir: Path
+    dataset: str,
+    split: str,
+    extractor: FeatureExtractor,
+    *,
+    n: int | None,
+    cache_dir: Path,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> Path:
     """Cache file of :func:`reference_stats` for these arguments."""
     shape = "x".join(map(str, extractor.input_shape))
+    if image_shape is not None and tuple(image_shape) != extractor.input_shape:
+        shape += "-from" + "x".join(map(str, image_shape))  # resized by the extractor
     fingerprint = extractor.fingerprint or "unhashed"
     name = f"{_safe(extractor.name)}-{_safe(fingerprint)}"
     count = "all" if n is None else str(n)
@@ -77,14 +85,19 @@ def _read_reference(path: Path) -> Reference | None:
 
 
 def _real_features(
-    dataset: str, split: Literal["train", "test"], extractor: FeatureExtractor, n: int | None
+    dataset: str,
+    split: Literal["train", "test"],
+    extractor: FeatureExtractor,
+    n: int | None,
+    image_shape: tuple[int, int, int],
 ) -> Tensor:
-    """Features (N, D) float64 of ``n`` real images (all when None) at the extractor's shape."""
-    channels, height, width = extractor.input_shape
+    """Features (N, D) float64 of ``n`` real images (all when None) loaded at ``image_shape``
+    (then fitted to the extractor's input by its own resize, as samples are)."""
+    channels, height, width = image_shape
     if height != width or channels not in (1, 3):
         raise ValueError(
-            f"datasets load as square grey or RGB images; extractor {extractor.name!r} takes "
-            f"{extractor.input_shape}"
+            f"datasets load as square grey or RGB images, not {tuple(image_shape)} (the input "
+            f"of extractor {extractor.name!r} or the model's images)"
         )
     data = load_dataset(dataset, image_size=height, channels=channels, split=split)
     images = data.images
@@ -103,6 +116,7 @@ def reference_stats(
     *,
     n: int | None = None,
     cache_dir: str | Path | None = None,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> Reference:
     """Statistics and features of real data, computed once, then read from a cache file.
 
@@ -112,21 +126,26 @@ def reference_stats(
 
     Args:
         dataset: ``"fashion-mnist"``, ``"emoji"`` or a folder of images (see
-            :func:`pixdiff.data.load_dataset`); loaded at the extractor's input shape.
+            :func:`pixdiff.data.load_dataset`); loaded at ``image_shape``.
         split: dataset split (only Fashion-MNIST has two).
         extractor: the feature extractor.
         n: number of real images, a fixed random subset (seed ``REFERENCE_SEED``); None: all.
         cache_dir: cache folder; default ``default_cache_dir() / "reference-stats"``.
+        image_shape: (C, H, W) to load the real images at, which the extractor then resizes
+            as it resizes the samples: give the model's image shape, so that both sides pass
+            the same resize (standard FID compares images at their own resolution). Default:
+            the extractor's input shape.
     """
     if cache_dir is None:
         folder = default_cache_dir() / "reference-stats"
     else:
         folder = Path(cache_dir).expanduser()
-    path = reference_path(dataset, split, extractor, n=n, cache_dir=folder)
+    shape = tuple(image_shape) if image_shape is not None else extractor.input_shape
+    path = reference_path(dataset, split, extractor, n=n, cache_dir=folder, image_shape=shape)
     cached = _read_reference(path)
     if cached is not None:
         return cached
-    feats = _real_features(dataset, split, extractor, n)
+    feats = _real_features(dataset, split, extractor, n, shape)
     reference = Reference(FeatureStats.from_features(feats), feats.float())
     tensors = {**reference.stats.tensors(), "features": reference.features}
     notes = {"dataset": dataset, "split": split, "extractor": extractor.name,

@@ -19,6 +19,7 @@ from pixdiff.eval.reference import Reference, reference_stats
 from pixdiff.guidance import GuidanceOptions
 from pixdiff.pipelines.generate import Generative, generate
 from pixdiff.pipelines.steering import Steering
+from pixdiff.samplers import SAMPLERS
 from pixdiff.sampling import Sampling
 
 SAMPLE_METRICS = ("fd", "kid", "pr", "is", "acc")
@@ -51,6 +52,7 @@ class SampleSpec:
     progress: bool = False
     options: GuidanceOptions | None = None  # thresholding, CFG-rescale, ... (pixdiff.guidance)
     spacing: str | None = None  # the time grid (None: the schedule's default)
+    net_dtype: str = "fp32"  # the network's precision (pixdiff.precision)
 
 
 def balanced_labels(n: int, num_classes: int) -> Tensor | None:
@@ -66,9 +68,10 @@ def draw_samples(
     labels = balanced_labels(spec.n, model.num_classes)
     options = spec.options or GuidanceOptions()
     steering = Steering(classes=labels, guidance=spec.guidance, options=options)
+    sampling = Sampling(spec.sampler, spec.steps, spec.spacing, net_dtype=spec.net_dtype)
     x = generate(
-        model, steering, Sampling(spec.sampler, spec.steps, spec.spacing), n=spec.n,
-        seed=spec.seed, batch_size=spec.batch_size, device=spec.device, progress=spec.progress,
+        model, steering, sampling, n=spec.n, seed=spec.seed, batch_size=spec.batch_size,
+        device=spec.device, progress=spec.progress,
     )  # fmt: skip
     return (x.clamp(-1, 1) if clip else x), labels
 
@@ -121,9 +124,36 @@ def _accuracy(logits: Tensor, labels: Tensor | None, extractor: FeatureExtractor
     return (logits.argmax(1).cpu() == labels).double().mean().item()
 
 
+# how format_table names a metric whose scale needs saying: KID is MMD^2 (Binkowski et al.
+# 2018) in the extractor's own feature units; papers print Inception KID multiplied by 1e3
+SHOWN_AS = {"kid": "kid (MMD^2, unscaled: not x1e3)", "kid_std": "kid_std (spread, unscaled)"}
+
+
+def eval_header(results: dict) -> str:
+    """The line above ``pixdiff eval``'s tables: what was scored (run, sampler, steps and NFE,
+    grid, guidance, extractor, n, seed), from its results record."""
+    nfe = SAMPLERS[results["sampler"]].total_nfe(results["steps"])
+    guidance = results.get("guidance")
+    parts = [
+        f"run {results['run']}",
+        f"{results['sampler']} {results['steps']} steps ({nfe} NFE), {results['grid']} grid",
+        "unguided" if guidance is None else f"guidance {guidance:g}",
+        f"extractor {results['extractor']}",
+        f"n {results['n']}",
+        f"seed {results['seed']}",
+    ]
+    if results.get("dtype", "fp32") != "fp32":
+        parts.append(results["dtype"])
+    return "scored: " + " | ".join(parts)
+
+
 def format_table(results: dict[str, float]) -> str:
-    """Two aligned columns, metric and value."""
-    rows = [(k, v) for k, v in results.items() if not (isinstance(v, float) and math.isnan(v))]
+    """Two aligned columns, metric (KID with its scale, ``SHOWN_AS``) and value."""
+    rows = [
+        (SHOWN_AS.get(k, k), v)
+        for k, v in results.items()
+        if not (isinstance(v, float) and math.isnan(v))
+    ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(
         f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in rows
@@ -139,14 +169,12 @@ class PeriodicEval:
         if not self.metrics:
             raise ValueError(f"run.eval_metrics: none of {metrics!r} is one of {SAMPLE_METRICS}")
         self.extractor = load_extractor(extractor, device=str(device))
-        if tuple(self.extractor.input_shape) != tuple(image_shape):
-            raise ValueError(
-                f"run.eval_extractor {extractor!r} takes images shaped "
-                f"{tuple(self.extractor.input_shape)}, the model makes {tuple(image_shape)}; "
-                "set run.eval_extractor to an extractor for this data"
-            )
+        self.extractor.check_convertible(  # any size is resized; channels only 1 -> 3
+            image_shape, who=f"run.eval_extractor {extractor!r}",
+            fix="set run.eval_extractor to an extractor for this data",
+        )  # fmt: skip
         split = "test" if dataset == "fashion-mnist" else "train"
-        self.reference = reference_stats(dataset, split, self.extractor)
+        self.reference = reference_stats(dataset, split, self.extractor, image_shape=image_shape)
         self.image_shape = tuple(image_shape)
 
     def __call__(self, model: Generative, spec: SampleSpec) -> dict[str, float]:

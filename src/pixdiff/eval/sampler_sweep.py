@@ -76,7 +76,9 @@ class SweepRow:
 
 @dataclass(frozen=True)
 class SweepRequest:
-    """What to sample: n images of the given classes (None: unconditional), guidance w."""
+    """What to sample: n images of the given classes (None: unconditional), guidance w; the
+    swept samplers' own ``options`` (each must take them) and the network's precision
+    ``net_dtype`` (the reference solution is drawn with neither: fp32 and its defaults)."""
 
     n: int = 64
     labels: Tensor | None = None
@@ -85,6 +87,8 @@ class SweepRequest:
     batch_size: int = 64
     device: str = "cpu"
     spacing: str | None = None
+    options: Mapping | None = None
+    net_dtype: str = "fp32"
 
 
 def check_samplers(names: Sequence[str], *, pathwise: bool = True) -> None:
@@ -119,7 +123,9 @@ def draw(
     """n images of ``sampler`` at ``steps`` from the request's seeds, on the request's grid
     or the explicit grid ``times``."""
     steering = Steering(classes=request.labels, guidance=request.guidance)
-    sampling = Sampling(sampler, steps, request.spacing, times=times)
+    sampling = Sampling(
+        sampler, steps, request.spacing, request.options, times=times, net_dtype=request.net_dtype
+    )
     return generate(
         model, steering, sampling, n=request.n, seed=request.seed,
         batch_size=request.batch_size, device=request.device, dtype=dtype, progress=progress,
@@ -150,6 +156,7 @@ def reference(
         tensors, meta = read_tensors(cache)
         if meta.get("key") == key:
             return tensors["reference"], float(meta["floor"])
+    request = replace(request, options=None, net_dtype="fp32")
     ref = draw(model, request, sampler, steps, dtype=torch.float64, progress=progress)
     half = draw(model, request, sampler, steps // 2, dtype=torch.float64, progress=progress)
     floor = image_rmse(half, ref).mean().item()
@@ -187,7 +194,7 @@ def sweep(
     rows = []
     for grid, name, budget in itertools.product(grids, samplers, nfes):
         spec = SAMPLERS[name]
-        steps = spec.steps_for(budget)
+        steps = spec.steps_for(budget, request.options)
         times = _tuned_times(model, name, budget, steps) if grid == TUNED else None
         if steps < spec.min_steps or (grid == TUNED and times is None):
             continue
@@ -198,7 +205,8 @@ def sweep(
         label = grid or request.spacing or default_spacing(model.denoiser.schedule)
         values = {metric: score(x) for metric, score in scores.items()}
         first = next(iter(values.values()))
-        row = SweepRow(name, budget, spec.total_nfe(steps), steps, first, seconds, label, values)
+        nfe = spec.total_nfe(steps, request.options)
+        row = SweepRow(name, budget, nfe, steps, first, seconds, label, values)
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -252,6 +260,33 @@ def write_csv(rows: Sequence[SweepRow], path: Path) -> None:
     atomic_write(path, buf.getvalue().encode())
 
 
+LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def series_styles(rows: Sequence[SweepRow]) -> dict[tuple[str, str], dict]:
+    """matplotlib styles of the plot's lines, keyed by (sampler, grid): a colour per sampler
+    (tab10, tab20, or evenly spaced turbo colours for more), a linestyle and marker per grid,
+    so no two lines look alike."""
+    import matplotlib
+
+    samplers = list(dict.fromkeys(r.sampler for r in rows))
+    grids = list(dict.fromkeys(r.grid for r in rows))
+    k = len(samplers)
+    palette = "tab10" if k <= 10 else "tab20" if k <= 20 else "turbo"
+    cmap = matplotlib.colormaps[palette]
+    colours = [cmap(i) if k <= 20 else cmap(i / (k - 1)) for i in range(k)]
+    dashes = [*LINESTYLES, *((0, (1 + j, 2)) for j in range(len(grids) - len(LINESTYLES)))]
+    return {
+        (r.sampler, r.grid): {
+            "color": matplotlib.colors.to_hex(colours[samplers.index(r.sampler)], keep_alpha=True),
+            "linestyle": dashes[grids.index(r.grid)],
+            "marker": MARKERS[grids.index(r.grid) % len(MARKERS)],
+        }
+        for r in rows
+    }
+
+
 def plot(
     rows: Sequence[SweepRow],
     path: Path,
@@ -260,20 +295,20 @@ def plot(
     title: str = "",
     ylabel: str = "RMSE to the reference solution (lower is better)",
 ) -> None:
-    """The score against NFE, log-log, one line per sampler (PNG)."""
+    """The score against NFE, log-log, one line per sampler and grid (PNG; styles:
+    :func:`series_styles`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    series = list(dict.fromkeys((r.sampler, r.grid) for r in rows))
-    several = len({grid for _, grid in series}) > 1
-    styles = ["-", "--", ":", "-."]
-    for i, (name, grid) in enumerate(series):
+    styles = series_styles(rows)
+    several = len({grid for _, grid in styles}) > 1
+    for (name, grid), style in styles.items():
         pts = [(r.nfe, r.score) for r in rows if (r.sampler, r.grid) == (name, grid)]
         label = f"{name} ({grid})" if several else name
-        ax.plot(*zip(*pts, strict=True), styles[i // 10 % 4], marker="o", ms=3, label=label)
+        ax.plot(*zip(*pts, strict=True), **style, ms=3, label=label)
     if floor is not None:
         ax.axhline(floor, color="grey", lw=0.8, ls=":", label="floor")
     ax.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", title=title)

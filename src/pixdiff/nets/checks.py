@@ -144,6 +144,7 @@ def required_cond(config: Any) -> list[str]:
         "low_res": low_res,
         "low_res_noise": low_res,
         "guidance": config.guidance_embed,
+        "control": control_channels(config) > 0,
     }
     return [name for name, needed in wanted.items() if needed]
 
@@ -171,13 +172,24 @@ def check_net_inputs(x: Tensor, cond: Cond | None, config: Any, *, multiple: int
         check_shape("guidance", cond.guidance, (x.shape[0],))
     if cond.self_cond is not None:
         check_shape("self_cond", cond.self_cond, tuple(x.shape))
+    if cond.control is not None:
+        n, _, h, w = x.shape
+        check_shape("control", cond.control, (n, control_channels(c), h, w))
     return cond
 
 
 def input_channels(config: Any) -> int:
-    """Channels of a UNet/DiT's first layer: x_t, the upsampled low-res image (SR3) and, for
-    self-conditioning, the previous x0 estimate (Chen et al. 2023, Sec. 3)."""
-    return config.in_channels * (2 if self_conditioned(config) else 1) + config.low_res_channels
+    """Channels of a UNet/DiT's first layer: x_t, the upsampled low-res image (SR3), for
+    self-conditioning the previous x0 estimate (Chen et al. 2023, Sec. 3), and a spatial
+    control map (concatenated as in InstructPix2Pix, Brooks et al. 2023, Sec. 3.2)."""
+    x_t = config.in_channels * (2 if self_conditioned(config) else 1)
+    return x_t + config.low_res_channels + control_channels(config)
+
+
+def control_channels(config: Any) -> int:
+    """Channels of the control map a network config concatenates to x_t (0: none; a config
+    from before the field existed has none)."""
+    return int(getattr(config, "control_channels", 0))
 
 
 def self_conditioned(config: Any) -> bool:

@@ -63,6 +63,8 @@ class DiTConfig:
             guided distillation, Meng et al. 2023); off for every trained model.
         self_condition: also take the previous x0 estimate ``cond.self_cond`` as
             ``in_channels`` more input channels (Chen et al. 2023, "Analog Bits", Sec. 3).
+        control_channels: channels of the control map ``cond.control`` concatenated to the
+            input before patchifying (InstructPix2Pix, Brooks et al. 2023; 0 = none).
         bottleneck_dim: patch -> bottleneck_dim -> hidden_size patch embedding (JiT; 0 = one
             linear map, as DiT).
         rope: 2-D rotary position embedding of queries and keys (RoPE-Axial, Heo et al. 2024),
@@ -84,6 +86,7 @@ class DiTConfig:
     low_res_channels: int = 0
     guidance_embed: bool = False
     self_condition: bool = False
+    control_channels: int = 0
     bottleneck_dim: int = 0
     rope: bool = False
     qk_norm: bool = False
@@ -94,7 +97,7 @@ class DiTConfig:
             positive=("in_channels", "image_size", "patch_size", "hidden_size", "depth")
             + ("num_heads",),
             non_negative=("num_classes", "context_dim", "pooled_dim", "low_res_channels")
-            + ("bottleneck_dim",),
+            + ("bottleneck_dim", "control_channels"),
         )
         if self.image_size % self.patch_size:
             fits = [p for p in range(1, min(self.image_size, 32) + 1) if self.image_size % p == 0]

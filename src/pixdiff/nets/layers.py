@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pixdiff.conditioning import Cond
-from pixdiff.nets.checks import self_conditioned
+from pixdiff.nets.checks import control_channels, self_conditioned
 from pixdiff.nets.rope import apply_rope
 
 M = TypeVar("M", bound=nn.Module)
@@ -99,16 +99,30 @@ class LabelEmbedder(nn.Module):
 
 
 def check_label(label: Tensor, num_classes: int) -> None:
-    """Raise a ValueError unless ``label`` is a 1-D integer tensor of ids in [0, num_classes]."""
+    """Raise a ValueError unless ``label`` is a 1-D integer tensor of ids in [0, num_classes].
+
+    The range check reads the values, so it runs only eagerly: a traced, scripted, compiled or
+    exported graph (TorchScript, ONNX, ``torch.export``) cannot branch on data, and there an id
+    out of range fails in the embedding lookup instead."""
     if label.dim() != 1 or label.dtype.is_floating_point or label.dtype == torch.bool:
         raise ValueError(
             f"cond.label must be a 1-D integer tensor, got {tuple(label.shape)} {label.dtype}"
         )
+    if _building_graph():
+        return
     if label.numel() and (int(label.min()) < 0 or int(label.max()) > num_classes):
         raise ValueError(
             f"cond.label ids must lie in [0, {num_classes}] ({num_classes} is the null label "
             f"for classifier-free guidance); got min {int(label.min())}, max {int(label.max())}"
         )
+
+
+def _building_graph() -> bool:
+    """Whether torch is recording a graph (tracing, scripting, compiling or exporting) rather
+    than running eagerly."""
+    return (
+        torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+    )
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> Tensor:
@@ -326,12 +340,15 @@ def concat_low_res(x: Tensor, low_res: Tensor) -> Tensor:
 
 def network_input(x: Tensor, cond: Cond, config) -> Tensor:
     """x_t with the extra input channels a UNet/DiT ``config`` asks for: the upsampled low-res
-    image (:func:`concat_low_res`) and, with ``self_condition``, the previous x0 estimate
+    image (:func:`concat_low_res`); with ``self_condition``, the previous x0 estimate
     ``cond.self_cond`` (Chen et al. 2023, "Analog Bits", Sec. 3), zeros when it is absent (the
-    first sampling step, and half of the training batches, Alg. 1-2). (N, C, H, W) ->
-    (N, C [+ C'] [+ C], H, W)."""
+    first sampling step, and half of the training batches, Alg. 1-2); with
+    ``control_channels``, the control map ``cond.control`` (InstructPix2Pix, Brooks et al.
+    2023, Sec. 3.2). (N, C, H, W) -> (N, C [+ C'] [+ C] [+ C_control], H, W)."""
     h = concat_low_res(x, cond.low_res) if config.low_res_channels else x
-    if not self_conditioned(config):
-        return h
-    previous = torch.zeros_like(x) if cond.self_cond is None else cond.self_cond.to(x.dtype)
-    return torch.cat([h, previous], dim=1)
+    if self_conditioned(config):
+        previous = torch.zeros_like(x) if cond.self_cond is None else cond.self_cond.to(x.dtype)
+        h = torch.cat([h, previous], dim=1)
+    if control_channels(config):
+        h = torch.cat([h, cond.control.to(x.dtype)], dim=1)
+    return h

@@ -66,6 +66,8 @@ class UNetConfig:
             guided distillation, Meng et al. 2023); off for every trained model.
         self_condition: also take the previous x0 estimate ``cond.self_cond`` as
             ``in_channels`` more input channels (Chen et al. 2023, "Analog Bits", Sec. 3).
+        control_channels: channels of the control map ``cond.control`` concatenated to the
+            input (InstructPix2Pix, Brooks et al. 2023, Sec. 3.2; 0 = none).
     """
 
     in_channels: int = 3
@@ -88,6 +90,7 @@ class UNetConfig:
     low_res_channels: int = 0
     guidance_embed: bool = False
     self_condition: bool = False
+    control_channels: int = 0
 
     def __post_init__(self) -> None:
         check_config_ints(
@@ -95,7 +98,7 @@ class UNetConfig:
             positive=("in_channels", "out_channels", "image_size", "model_channels")
             + ("num_res_blocks", "num_heads", "num_groups"),
             non_negative=("head_channels", "num_classes", "context_dim", "pooled_dim")
-            + ("low_res_channels",),
+            + ("low_res_channels", "control_channels"),
         )
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"channel_mult must be positive ints, got {self.channel_mult}")
@@ -180,6 +183,7 @@ class UNet(nn.Module):
             guidance=c.guidance_embed,
         )
         self.input_blocks, skip_channels = self._build_encoder()
+        self.skip_channels = tuple(skip_channels)  # width of each skip connection, in order
         top = c.model_channels * c.channel_mult[-1]
         self.middle = EmbedSequential(self._res(top, top), self._attn(top), self._res(top, top))
         self.output_blocks = self._build_decoder(skip_channels)
@@ -253,27 +257,34 @@ class UNet(nn.Module):
 
     # -- forward
 
-    def forward(self, x: Tensor, c_noise: Tensor, cond: Cond | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        c_noise: Tensor,
+        cond: Cond | None = None,
+        *,
+        residuals: tuple[list[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """Predict the network output for noisy images.
 
         Args:
             x: (N, in_channels, H, W) noisy images, H and W multiples of 2**(levels-1).
             c_noise: (N,) float noise conditioning, or a scalar broadcast to N.
             cond: the conditioning this net was built for (label / context / pooled / low_res).
+            residuals: (one per skip connection, one for the middle block's output), added to
+                them before the decoder: a ControlNet adapter's outputs (Zhang et al. 2023,
+                Sec. 3.2; :mod:`pixdiff.nets.control`).
 
         Returns:
             (N, out_channels * (2 if learn_sigma else 1), H, W).
         """
         c_noise = broadcast_c_noise(c_noise, x.shape[0], x.device)
         cond = self._check_inputs(x, cond)
-        emb = self.embed(c_noise, cond)  # (N, emb_dim)
-        h = network_input(x, cond, self.config)
-        args = (emb, cond.context, cond.context_mask)
-        skips = []
-        for block in self.input_blocks:
-            h = block(h, *args)
-            skips.append(h)
-        h = self.middle(h, *args)
+        args = (self.embed(c_noise, cond), cond.context, cond.context_mask)  # emb (N, emb_dim)
+        skips, h = encode(self.input_blocks, self.middle, network_input(x, cond, self.config), args)
+        if residuals is not None:
+            skips = [s + r for s, r in zip(skips, residuals[0], strict=True)]
+            h = h + residuals[1]
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), *args)
         return self.out(h)
@@ -286,3 +297,18 @@ class UNet(nn.Module):
         return check_net_inputs(
             x, cond, self.config, multiple=self.config.size_multiple, who="UNet"
         )
+
+
+def encode(
+    blocks: nn.ModuleList, middle: nn.Module, h: Tensor, args: tuple, hint: Tensor | None = None
+) -> tuple[list[Tensor], Tensor]:
+    """The U-Net's encoder and middle block on the network input h: (the skip connections, the
+    middle block's output). ``hint`` (a ControlNet's encoded map, Zhang et al. 2023) is added
+    after the input conv, so it also reaches the first skip connection."""
+    skips = []
+    for i, block in enumerate(blocks):
+        h = block(h, *args)
+        if i == 0 and hint is not None:
+            h = h + hint
+        skips.append(h)
+    return skips, middle(h, *args)

@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from pixdiff.adapters import is_adapter_run
+from pixdiff.adapters import load_run as load_adapter_run
 from pixdiff.checkpoint import (
     CONFIG,
     EMA,
@@ -35,11 +37,14 @@ from pixdiff.checkpoint import (
 from pixdiff.checkpoint import load as load_run
 from pixdiff.config import DiffusionConfig, TrainConfig, to_dict
 from pixdiff.denoiser import Denoiser
+from pixdiff.formats.diffusers_import import load_model
 from pixdiff.guidance import GuidanceOptions
 from pixdiff.images import to_pil
 from pixdiff.pipelines.cascade import Stage, cascade
+from pixdiff.pipelines.control import ImageInput, map_from, read_control
 from pixdiff.pipelines.generate import generate
 from pixdiff.pipelines.steering import ClassRequest, Steering
+from pixdiff.precision import NetDtype
 from pixdiff.rundir import write_marker
 from pixdiff.sampling import Sampling, steps_for_nfe
 from pixdiff.schedule_registry import schedule_from_dict
@@ -65,6 +70,11 @@ class Request:
     negative_prompt: str | None = None
     options: GuidanceOptions | None = None
     guide_with: Model | str | Path | None = None
+    net_dtype: NetDtype = "fp32"
+    control: ImageInput | None = None  # a control map (a file, PIL image or tensor)
+    control_from: ImageInput | None = None  # a photo to compute the control map from
+    control_guidance: float | None = None
+    control_scale: float | None = None
 
     def count(self) -> int:
         """n, else the number of classes or prompts given as a sequence, else 1."""
@@ -84,7 +94,20 @@ class Request:
             guidance=self.guidance,
             options=self.options or GuidanceOptions(),
             guide_with=self.guide_with,
+            control=self.control,
+            control_guidance=self.control_guidance,
+            control_scale=self.control_scale,
         )
+
+    def for_model(self, model: LoadedModel) -> Request:
+        """The request with its control map read for ``model`` (or computed from its photo)."""
+        if self.control is not None and self.control_from is not None:
+            raise ValueError("give a control map (control=) or a photo (control_from=), not both")
+        if self.control_from is not None:
+            return replace(self, control=map_from(model, self.control_from), control_from=None)
+        if self.control is not None:
+            return replace(self, control=read_control(model, self.control))
+        return self
 
     def sampling(self, run_config: dict, run: Path | None = None) -> Sampling:
         """The sampler and steps asked for, else the run's ``sample`` settings; ``nfe`` gives
@@ -97,7 +120,8 @@ class Request:
         steps = self.steps or run_config["train"]["sample"]["steps"]
         if self.nfe is not None:
             steps = steps_for_nfe(sampler, self.nfe)
-        return run_sampling(run, sampler, steps, nfe=self.nfe, grid=self.grid)[0]
+        chosen = run_sampling(run, sampler, steps, nfe=self.nfe, grid=self.grid)[0]
+        return replace(chosen, net_dtype=self.net_dtype)
 
 
 def _images(x: Tensor, output: Output) -> list[Image.Image] | Tensor:
@@ -126,6 +150,11 @@ class Generator(ABC):
         negative_prompt: str | None = None,
         options: GuidanceOptions | None = None,
         guide_with: Model | str | Path | None = None,
+        net_dtype: NetDtype = "fp32",
+        control: ImageInput | None = None,
+        control_from: ImageInput | None = None,
+        control_guidance: float | None = None,
+        control_scale: float | None = None,
         seed: int = 0,
         batch_size: int = 64,
         output: Output = "pil",
@@ -139,11 +168,19 @@ class Generator(ABC):
         (``pixdiff tune-grid``). Guidance defaults to the run's scale where a class or prompt
         steers. ``guide_with`` (a loaded model, a shipped name or a run directory) guides by
         that weaker run instead of the unconditional branch (autoguidance, Karras et al. 2024),
-        ``guidance`` being its scale. Returns PIL images, or with
+        ``guidance`` being its scale. ``net_dtype`` "bf16" or "fp16" runs the network in
+        that precision by autocast (the sampler's state stays float32): bf16 on GPUs from
+        Ampere on (on the CPU it works but is slower on many CPUs), fp16 on older GPUs.
+        ``control`` (a map file, PIL image or tensor in [-1, 1]) or ``control_from`` (a photo
+        the model's kind of map is computed from) steers a control model (the base stage of a
+        cascade), with the map's own guidance scale ``control_guidance`` (InstructPix2Pix's
+        s_I) and a ControlNet adapter's strength ``control_scale`` (docs/concepts.md, Sec. 18).
+        Returns PIL images, or with
         ``output="tensor"`` an (n, C, H, W) tensor in [-1, 1]."""
         request = Request(
             classes, prompts, n, steps, nfe, sampler, grid, guidance, negative_class,
-            negative_prompt, options, guide_with,
+            negative_prompt, options, guide_with, net_dtype, control, control_from,
+            control_guidance, control_scale,
         )  # fmt: skip
         x = self.draw(request, seed=seed, batch_size=batch_size, progress=progress)
         return _images(x, output)
@@ -159,6 +196,7 @@ class Model(LoadedModel, Generator):
 
     def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
         """The request's images, unclipped."""
+        request = request.for_model(self)
         if isinstance(request.guide_with, (str, Path)):  # load the guide beside the model
             guide = load(request.guide_with, device=self.device)
             if not isinstance(guide, Model):
@@ -251,6 +289,7 @@ class CascadeModel(Generator):
     def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
         """The last stage's images, unclipped; each stage samples as the request says, or as
         its run's defaults."""
+        request = request.for_model(self.models[0]) if request.control is not None else request
         stages = [Stage(m, request.sampling(m.config, m.path)) for m in self.models]
         return cascade(
             stages, request.steering(), n=request.count(), seed=seed, batch_size=batch_size,
@@ -262,17 +301,27 @@ class CascadeModel(Generator):
 
 
 def load(
-    name_or_path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
+    name_or_path: str | Path,
+    *,
+    ema: bool = True,
+    device: str | torch.device = "cpu",
+    allow_pickle: bool = False,
+    adapter: str | Path | None = None,
 ) -> Model | CascadeModel:
-    """A shipped model by name ("fashion", "emoji", "emoji-sr", "emoji-cascade") or a run
-    directory / .safetensors checkpoint, ready to ``generate``. Loading never executes code."""
+    """A shipped model by name ("fashion", "emoji", "emoji-sr", "emoji-cascade"), a run
+    directory / .safetensors checkpoint, or a diffusers folder (docs/interop.md), ready to
+    ``generate``. Loading never executes code; ``allow_pickle`` lets a diffusers folder with
+    only .bin weights load through torch's restricted unpickler. An adapter run (``pixdiff
+    train-control``) loads with its base; ``adapter`` attaches one to the run given."""
     name, path = str(name_or_path), Path(name_or_path)
     if not path.exists() and name in SHIPPED_CASCADES:
         runs = shipped_cascade(name)
         return CascadeModel([_as_model(load_run(p, ema=ema, device=device)) for p in runs])
     if not path.exists() and name in SHIPPED_RUNS:
         path = shipped_run(name)
-    return _as_model(load_run(path, ema=ema, device=device))
+    if adapter is not None or is_adapter_run(path):
+        return _as_model(load_adapter_run(path, ema=ema, device=device, adapter=adapter))
+    return _as_model(load_model(path, ema=ema, device=device, allow_pickle=allow_pickle))
 
 
 def _as_model(loaded: LoadedModel) -> Model:

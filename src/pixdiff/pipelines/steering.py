@@ -17,12 +17,12 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from pixdiff.conditioning import Cond
+from pixdiff.conditioning import Cond, merge
 from pixdiff.guidance import GuidanceOptions, guide, label_cond
 from pixdiff.nets.prompts import PromptEncoder, check_prompts
 from pixdiff.pipelines.autoguide import Guidable, autoguided
-
-ClassRequest = int | str | Sequence[int | str] | Tensor | None
+from pixdiff.pipelines.classes import ClassRequest, class_ids, class_names
+from pixdiff.pipelines.control import control_cond, control_denoiser, control_spec, map_guidance
 
 
 class Steerable(Protocol):
@@ -67,6 +67,11 @@ class Steering:
         guide_with: a weaker run of the same task to guide by instead of the unconditional
             branch (autoguidance, Karras et al. 2024; :mod:`pixdiff.pipelines.autoguide`);
             ``guidance`` is then its scale, and it needs no class or prompt.
+        control: a spatial control map, (C, H, W) or (1 or n, C, H, W) in [-1, 1], for a model
+            steered by one (:mod:`pixdiff.pipelines.control` reads and computes them).
+        control_guidance: the map's own guidance scale s_I, composed with ``guidance`` as in
+            InstructPix2Pix (Brooks et al. 2023, Eq. 3); None: the map is not guided.
+        control_scale: a ControlNet adapter's strength (None: 1, as trained).
     """
 
     classes: ClassRequest = None
@@ -76,6 +81,9 @@ class Steering:
     guidance: float | None = None
     options: GuidanceOptions = field(default_factory=GuidanceOptions)
     guide_with: Guidable | None = field(default=None, compare=False, repr=False)
+    control: Tensor | None = field(default=None, compare=False, repr=False)
+    control_guidance: float | None = None
+    control_scale: float | None = None
 
     def steers(self) -> bool:
         """Whether a class, prompt or negative is given for CFG to steer by or away from."""
@@ -99,14 +107,21 @@ class Steering:
         trained = distilled_scales(model)
         if trained is not None:  # the scale is an input: one pass per step, no CFG
             cond, uncond = self._scale_input(cond, scale, trained, n), None
-        den = model.denoiser
+        cond, den = merge(cond, control_cond(self, model, n)), control_denoiser(self, model)
         if self.guide_with is not None:  # the guide run takes CFG's place
             negatives = _given(("--negative-class", self.negative_class))
             den, uncond = autoguided(model, self.guide_with, scale, self.options, negatives), None
+        uncond = uncond if self.steers() else None
+        if self.control_guidance is not None:  # the map's own scale (Brooks et al. 2023)
+            if trained is not None:
+                raise ValueError("--control-guidance needs CFG's passes; this model is distilled")
+            den = map_guidance(
+                den, self, model, text_scale=scale, drop_text=uncond, options=self.options
+            )
+            uncond = None
         den = guide(
-            den, scale=scale, num_classes=model.num_classes, options=self.options,
-            uncond=uncond if self.steers() else None,
-        )  # fmt: skip
+            den, scale=scale, num_classes=model.num_classes, options=self.options, uncond=uncond
+        )
         return Resolved(cond, den, scale, labels)
 
     def for_model(self, model: Steerable, *, guidance: float | None = None) -> Steering:
@@ -114,7 +129,8 @@ class Steering:
         class-conditional, the prompts if it is text-conditioned, and ``guidance`` (the stage's
         own scale) over this request's. A stage nothing steers is sampled unguided, keeping
         only thresholding."""
-        text = model.text_encoder is not None
+        text, spec = model.text_encoder is not None, control_spec(model)
+        mapped = spec is not None and getattr(model, "sr", None) is None  # the base stage
         part = replace(
             self,
             classes=self.classes if model.num_classes else None,
@@ -122,10 +138,16 @@ class Steering:
             prompts=self.prompts if text else None,
             negative_prompt=self.negative_prompt if text else None,
             guidance=self.guidance if guidance is None else guidance,
+            control=self.control if mapped else None,
+            control_guidance=self.control_guidance if mapped else None,
+            control_scale=self.control_scale if mapped and spec.adapter else None,
         )
-        if part.steers():
+        if part.steers() or part.control_guidance is not None:
             return part
-        return Steering(options=replace(self.options, interval=None, rescale=0.0))
+        return Steering(
+            options=replace(self.options, interval=None, rescale=0.0), control=part.control,
+            control_scale=part.control_scale,
+        )  # fmt: skip
 
     def check_consumed(self, models: Sequence[Steerable], *, stage_guided: bool = False) -> None:
         """Raise for classes, prompts or guidance that no model of a cascade takes
@@ -143,6 +165,14 @@ class Steering:
             if value is not None and not ok:
                 kind = "class" if "class" in flag else "text"
                 raise ValueError(f"{flag} given, but no stage of the cascade is {kind}-conditional")
+        mapped = [m for m in models if control_spec(m) is not None]
+        for flag, value in (
+            ("--control-image / --control-from", self.control),
+            ("--control-guidance", self.control_guidance),
+            ("--control-scale", self.control_scale),
+        ):
+            if value is not None and not mapped:
+                raise ValueError(f"{flag} given, but no stage of the cascade takes a control map")
         if (stage_guided or self.guidance not in (None, 1.0)) and not self.steers():
             raise ValueError(
                 "--guidance / --stage-guidance steer towards a condition: pass --class or --prompt"
@@ -204,7 +234,10 @@ class Steering:
         default = model.config["train"]["sample"]["guidance"]
         if self.guide_with is not None:  # autoguidance needs nothing to steer by
             return default if self.guidance is None else self.guidance
-        cfg_set = self.guidance not in (None, 1.0) or self.options.cfg_options()
+        # with the map's own scale, the interval and rescale apply to the composed guidance
+        cfg_set = self.guidance not in (None, 1.0) or (
+            self.options.cfg_options() and self.control_guidance is None
+        )
         if not conditional and (cfg_set or self.negative_class is not None):
             _refuse_unconditional(self)
         if conditional and not self.steers() and cfg_set:
@@ -295,55 +328,6 @@ def _refuse_unconditional(steering: Steering) -> None:
     raise ValueError(
         f"{', '.join(steering.options.cfg_options())} need(s) a class-conditional model; "
         "this one is unconditional"
-    )
-
-
-def class_names(model: Steerable, classifier=None) -> list[str]:
-    """The class names to pick from: the model's, else a guiding classifier's, else none."""
-    if model.num_classes:
-        return model.class_names or [str(i) for i in range(model.num_classes)]
-    if classifier is not None:
-        return classifier.class_names or [str(i) for i in range(classifier.num_classes)]
-    return []
-
-
-def class_ids(classes: ClassRequest, names: list[str], n: int, *, flag: str = "--class") -> Tensor:
-    """(n,) int64 ids of ``classes``: "all" cycles through ``names``; one name or id is used
-    for every sample; a sequence or tensor gives one per sample."""
-    if isinstance(classes, str) and classes == "all" and flag == "--class":
-        return torch.arange(n) % len(names)
-    if isinstance(classes, (str, int)):
-        return torch.full((n,), _class_id(classes, names, flag))
-    if isinstance(classes, Tensor):
-        ids = classes.to(torch.long)
-    else:
-        ids = torch.tensor([_class_id(c, names, flag) for c in classes], dtype=torch.long)
-    if ids.shape != (n,):
-        raise ValueError(f"need {n} labels, got shape {tuple(ids.shape)}")
-    _check_ids(ids, len(names), flag)
-    return ids
-
-
-def _check_ids(ids: Tensor, k: int, flag: str) -> None:
-    if bool(((ids < 0) | (ids >= k)).any()):
-        what = flag.removeprefix("--").replace("-", " ")
-        raise ValueError(f"{what} ids must be in [0, {k - 1}], got {ids.tolist()}")
-
-
-def _class_id(value: int | str, names: list[str], flag: str) -> int:
-    """A class name (case-insensitive) or id -> its id."""
-    if isinstance(value, int):
-        _check_ids(torch.tensor([value]), len(names), flag)
-        return value
-    text = str(value)
-    lookup = {name.lower(): i for i, name in enumerate(names)}
-    if text.lower() in lookup:
-        return lookup[text.lower()]
-    if text.isdigit() and int(text) < len(names):
-        return int(text)
-    raise ValueError(
-        f"unknown class {text!r} for {flag}; valid: {names} or ids 0..{len(names) - 1}"
-        + (", or 'all'" if flag == "--class" else "")
     )
 
 

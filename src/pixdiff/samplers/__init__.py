@@ -296,6 +296,54 @@ def get_sampler(name: str) -> SamplerSpec:
     return SAMPLERS[name]
 
 
+def parse_options(sampler: str, texts: Mapping[str, str]) -> dict:
+    """A sampler's options given as text (``KEY=VALUE``), each converted by its annotation (a
+    number, true/false, one of a Literal's choices) and checked as :meth:`SamplerSpec.bind`
+    does. ValueError naming an unknown key (with the valid ones) or the key of a bad value."""
+    spec = get_sampler(sampler)
+    hints = get_type_hints(spec.step or spec.loop)
+    valid = [name for name in spec.options() if _text_kind(hints[name])]
+    options = {}
+    for key, text in texts.items():
+        if key not in valid:
+            listed = ", ".join(valid) if valid else "none"
+            raise ValueError(f"sampler {sampler} has no option {key!r}; its options: {listed}")
+        options[key] = _from_text(hints[key], text, f"sampler {sampler} option {key}")
+    spec.bind(options)
+    return options
+
+
+def _text_kind(annotation) -> str | None:
+    """How an option of this annotation is written as text, or None if it cannot be."""
+    if get_origin(annotation) is Literal:
+        return "choice"
+    return {bool: "bool", int: "int", float: "float"}.get(annotation)
+
+
+def _from_text(annotation, text: str, what: str):
+    """``text`` as a value of ``annotation`` (see :func:`_text_kind`); ValueError naming
+    ``what``."""
+    kind = _text_kind(annotation)
+    if kind == "choice":
+        choices = get_args(annotation)
+        for choice in choices:
+            if str(choice) == text:
+                return choice
+        raise ValueError(f"{what} must be one of {', '.join(map(str, choices))}, got {text!r}")
+    if kind == "bool":
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ValueError(f"{what} must be true or false, got {text!r}")
+    try:
+        value = int(text) if kind == "int" else float(text)
+    except ValueError:
+        number = "a whole number" if kind == "int" else "a number"
+        raise ValueError(f"{what} must be {number}, got {text!r}") from None
+    if value != value:  # NaN
+        raise ValueError(f"{what} must be a number, got {text!r}")
+    return value
+
+
 __all__ = [
     "SAMPLERS",
     "Picard",
@@ -306,6 +354,7 @@ __all__ = [
     "ddim_step",
     "ddpm_step",
     "get_sampler",
+    "parse_options",
     "per_sample_generators",
     "randn",
     "run_steps",

@@ -6,7 +6,10 @@ Captions (the emoji set, a folder's ``metadata.jsonl`` ``text``) make it text-co
 labels are then unused (``text.enabled=false`` ignores the captions instead); otherwise labels
 make it class-conditional; otherwise it is unconditional. Conditions are dropped for
 classifier-free guidance (Ho & Salimans 2022): labels to the null label, prompts to the empty
-prompt. A super-resolution run (``sr.low_res_size``) also conditions on the low-res image.
+prompt. A super-resolution run (``sr.low_res_size``) also conditions on the low-res image, and
+a run with ``control.kind`` on its control map, concatenated to x_t, itself dropped to the null
+map (zeros) with its own probability ``control.dropout`` (InstructPix2Pix, Brooks et al. 2023,
+Sec. 3.3).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pixdiff.data import Batch, ImageSet
 from pixdiff.low_res import aug_levels, downsample, low_res_cond, random_crop
 from pixdiff.nets.text import TextConditionedNet
 from pixdiff.schedule_registry import schedule_from_dict
-from pixdiff.training.losses import drop_labels, drop_prompts
+from pixdiff.training.losses import drop_labels, drop_prompts, dropped
 
 
 def uses_text(cfg: TrainConfig, data: ImageSet) -> bool:
@@ -40,6 +43,8 @@ def cond_fields(cfg: TrainConfig, data: ImageSet) -> dict[str, int]:
     """The network config fields the conditioning fixes: num_classes, context_dim, pooled_dim,
     and low_res_channels (the image's channels for a super-resolution run, ``sr.low_res_size``)."""
     low_res = {"low_res_channels": data.images.shape[1] if cfg.sr.low_res_size else 0}
+    if cfg.control.enabled:
+        low_res["control_channels"] = control_channels(cfg, data)
     if uses_text(cfg, data):
         text = {"num_classes": 0, "context_dim": cfg.text.width, "pooled_dim": cfg.text.width}
         return {**text, **low_res}
@@ -53,7 +58,9 @@ def batch_inputs(
     """The batch's clean images x0 and Cond: the class or text condition (dropped for CFG)
     and, for a super-resolution run, the augmented low-res image (never dropped). With
     ``sr.crop_size`` x0 is a random crop of each image, and the low-res image its match."""
-    cond = _steering_cond(cfg, model, batch, generator, device)
+    cond = merge(
+        _steering_cond(cfg, model, batch, generator, device), control_cond(cfg, batch, generator)
+    )
     if not cfg.sr.low_res_size:
         return batch.images, cond
     images, size = batch.images, cfg.sr.low_res_size
@@ -89,6 +96,30 @@ def _steering_cond(
         return None
     label = drop_labels(batch.labels, cfg.diffusion.label_dropout, num_classes, generator)
     return Cond(label=label.to(device))
+
+
+def control_channels(cfg: TrainConfig, data: ImageSet) -> int:
+    """The channels of a control run's maps; one line for what a control run cannot do."""
+    if data.control is None:
+        raise ValueError(f"control.kind={cfg.control.kind!r} but {data.name!r} has no maps")
+    if cfg.sr.low_res_size:
+        raise ValueError("--control with --sr-from: control maps steer base models only")
+    if cfg.run.eval_every:
+        raise ValueError(
+            "run.eval_every scores generated samples, which a control run draws from maps: "
+            "set run.eval_every=0 (bench/control.py scores control runs)"
+        )
+    return data.control.shape[1]
+
+
+def control_cond(cfg: TrainConfig, batch: Batch, generator: torch.Generator) -> Cond | None:
+    """The batch's control maps, each replaced by the null map (zeros) with probability
+    ``control.dropout``; None for a run without control."""
+    if not cfg.control.enabled:
+        return None
+    drop = dropped(batch.control.shape[0], cfg.control.dropout, generator)
+    keep = (~drop).to(batch.control.device, batch.control.dtype)[:, None, None, None]
+    return Cond(control=batch.control * keep)
 
 
 def grid_prompts(data: ImageSet, rows: int = 8) -> list[str]:

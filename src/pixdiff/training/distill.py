@@ -12,7 +12,6 @@ teacher of a phase other than the first is kept in ``teacher.safetensors`` for r
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,15 +40,17 @@ from pixdiff.pipelines.generate import class_grid
 from pixdiff.rundir import RunDir, claim
 from pixdiff.sampling import Sampling
 from pixdiff.shipped import SHIPPED_RUNS, shipped_run
+from pixdiff.training.banner import distill_banner
 from pixdiff.training.batch_inputs import grid_prompts
 from pixdiff.training.consistency import consistency_loss, gap_stage
 from pixdiff.training.distill_config import DistillConfig, settle, weights_sha256
 from pixdiff.training.distill_teacher import Teacher
 from pixdiff.training.ema import EMA as EMAWeights
+from pixdiff.training.loggers import open_loggers, require_logger
+from pixdiff.training.loss_scaling import autocast, backward, clip_and_step, grad_scaler
 from pixdiff.training.progressive import phase_grids, progressive_loss
-from pixdiff.training.records import CSVLog
 from pixdiff.training.runtime import StopRequest, resolve_device
-from pixdiff.training.trainer import TrainingError, TrainState, autocast, lr_at, make_denoiser
+from pixdiff.training.trainer import TrainingError, TrainState, lr_at, make_denoiser
 
 TEACHER_FILE = "teacher.safetensors"  # the teacher of the current progressive phase (> 0)
 LOG_FIELDS = ["step", "phase", "loss", "lr", "img_per_s", "grad_norm", "elapsed_s"]
@@ -82,6 +83,7 @@ def distill(
     checkpoint (:mod:`pixdiff.rundir`).
     """
     out = Path(out)
+    require_logger(run.logger)
     if run.threads:
         torch.set_num_threads(run.threads)
     device = resolve_device(run.device)
@@ -90,6 +92,7 @@ def distill(
         if resume:
             job.restore()
         rundir.open()
+        print(distill_banner(job.cfg, job.train_cfg, job.data, job.state, device, out), flush=True)
         job.loop(rundir, progress=progress)
     return out
 
@@ -133,6 +136,7 @@ class Distillation:
         )  # fmt: skip
         teacher = Teacher(model.denoiser, takes_scale=model.net.config.guidance_embed)
         state = student_state(net, optim, run.seed)
+        state.scaler = grad_scaler(train_cfg, device)
         return cls(cfg, train_cfg, teacher, state, data, config_json, out, device)
 
     # ------------------------------------------------------------------------- resume
@@ -227,10 +231,9 @@ class Distillation:
                 f"distillation loss became {value} at step {state.step + 1}; the last good "
                 "checkpoint is kept. Try a lower learning rate (--lr)"
             )
-        loss.backward()
+        backward(loss, state.scaler)
         clip = self.train_cfg.optim.grad_clip or float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(state.net.parameters(), clip).item()
-        state.optimizer.step()
+        grad_norm = clip_and_step(state.optimizer, state.net.parameters(), clip, state.scaler)
         state.optimizer.zero_grad(set_to_none=True)
         state.ema.update(state.net, in_phase)
         state.step += 1
@@ -246,42 +249,32 @@ class Distillation:
             self.data, batch_size=self.train_cfg.optim.batch_size, seed=run.seed,
             start_step=state.step, flip=self.train_cfg.data.flip, device=self.device,
         )  # fmt: skip
-        log = CSVLog(self.out / "log.csv", state.step, LOG_FIELDS)
         if state.step == 0:
             state.save(self.out, self.config_json)
         rundir.commit()
+        logger, meter = open_loggers(
+            run, self.out, state.step, batch_size=self.train_cfg.optim.batch_size,
+            progress=progress, label="distill", fields=LOG_FIELDS,
+        )  # fmt: skip
         bar = tqdm(total=run.steps, initial=state.step, disable=not progress, desc="distill")
-        start = last = time.time()
-        with StopRequest() as stop:
+        with StopRequest() as stop, logger:
             while state.step < run.steps:
                 self.begin_phase()
                 loss, grad_norm = self.train_step(next(stream))
+                phase, lr = self.phase_of(state.step - 1)[0], state.optimizer.param_groups[0]["lr"]
                 bar.update(1)
-                bar.set_postfix(phase=self.phase_of(state.step - 1)[0], loss=f"{loss:.4f}")
-                if state.step % run.log_every == 0 or state.step == run.steps:
-                    now = time.time()
-                    self.write_log(log, loss, grad_norm, now - last, now - start)
-                    last = now
+                bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
+                meter.update(state.step, phase=phase, loss=loss, lr=lr, grad_norm=grad_norm)
+                if run.sample_every and state.step % run.sample_every == 0:
+                    path = self.out / "samples" / f"step_{state.step:07d}.png"
+                    logger.log_images(state.step, "samples", self.sample_grid(path))
                 self.after_step(stop.requested)
         bar.close()
 
-    def write_log(self, log: CSVLog, loss: float, grad_norm: float, span: float, elapsed: float):
-        """One row of log.csv; img/s over the ``span`` seconds since the last row."""
-        step, run = self.state.step, self.train_cfg.run
-        images = min(run.log_every, step) * self.train_cfg.optim.batch_size
-        log.write(
-            step=step, phase=self.phase_of(step - 1)[0], loss=f"{loss:.6f}",
-            lr=f"{self.state.optimizer.param_groups[0]['lr']:.3e}",
-            img_per_s=f"{images / max(span, 1e-9):.1f}", grad_norm=f"{grad_norm:.4f}",
-            elapsed_s=f"{elapsed:.1f}",
-        )  # fmt: skip
-
     def after_step(self, stop: bool) -> None:
-        """Grids, checkpoints (every run.checkpoint_every, at each phase's end, at the end and
+        """Checkpoints (every run.checkpoint_every, at each phase's end, at the end and
         on a stop request)."""
         step, run = self.state.step, self.train_cfg.run
-        if run.sample_every and step % run.sample_every == 0:
-            self.sample_grid(self.out / "samples" / f"step_{step:07d}.png")
         phase_end = step % self.cfg.iters == 0
         every = run.checkpoint_every and step % run.checkpoint_every == 0
         if stop or every or phase_end or step == run.steps:
@@ -291,8 +284,9 @@ class Distillation:
                 f"stopped at step {step}; checkpoint saved in {self.out} (continue with --resume)"
             )
 
-    def sample_grid(self, path: Path) -> None:
-        """The EMA student's grid as the run samples: one row per class or prompt."""
+    def sample_grid(self, path: Path) -> torch.Tensor:
+        """The EMA student's grid as the run samples, one row per class or prompt: saved as
+        ``path`` and returned, (C, H, W) in [-1, 1]."""
         config = self.config_json
         model = LoadedModel(
             self.ema_student, self.state.ema.module, config, config.get("class_names"), self.out
@@ -302,7 +296,9 @@ class Distillation:
         x = class_grid(
             model, prompts=prompts, sampling=Sampling(s.sampler, s.steps), device=self.device
         )
-        save_png(make_grid(x.clamp(-1, 1), nrow=8), path, scale=2)
+        grid = make_grid(x.clamp(-1, 1), nrow=8)
+        save_png(grid, path, scale=2)
+        return grid
 
 
 def student_config(teacher: LoadedModel, cfg: DistillConfig, train_cfg: TrainConfig) -> dict:

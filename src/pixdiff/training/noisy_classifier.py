@@ -12,6 +12,7 @@ from pixdiff.config import DiffusionConfig
 from pixdiff.data import ImageSet, batches
 from pixdiff.nets.noisy_classifier import NoisyClassifier, NoisyClassifierConfig, NoisyClassifierNet
 from pixdiff.schedules import Schedule, q_sample
+from pixdiff.training.loggers import StdoutLogger, StepMeter
 from pixdiff.training.losses import sample_time
 
 
@@ -55,9 +56,12 @@ def train_noisy_classifier(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    log_every: int = 0,
 ) -> tuple[NoisyClassifier, float]:
     """Train a :class:`NoisyClassifier` on ``data`` noised along ``schedule`` with AdamW
-    (Loshchilov & Hutter 2019). Returns it (eval mode, no grads) and the last loss."""
+    (Loshchilov & Hutter 2019). Returns it (eval mode, no grads) and the last loss. With
+    ``log_every`` > 0, one line on stdout every ``log_every`` steps and at the last
+    (:class:`~pixdiff.training.loggers.StdoutLogger`)."""
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"need steps, batch_size >= 1 and lr > 0; got {steps}, {batch_size}, {lr}")
     classifier = build_classifier(data, schedule, seed=seed).to(device).train()
@@ -65,6 +69,10 @@ def train_noisy_classifier(
     generator = torch.Generator().manual_seed(seed)
     stream = batches(data, batch_size=batch_size, seed=seed, device=device)
     bar = tqdm(range(steps), desc="train-classifier", disable=not progress, dynamic_ncols=True)
+    lines = StdoutLogger("train-classifier", steps, batch_size)
+    meter = (
+        StepMeter(lines, every=log_every, last=steps, batch_size=batch_size) if log_every else None
+    )
     for step, batch in zip(bar, stream, strict=False):  # stream is endless
         loss = classifier_loss(classifier, batch.images, batch.labels, generator)
         if not torch.isfinite(loss):
@@ -73,4 +81,6 @@ def train_noisy_classifier(
         loss.backward()
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        if meter is not None:
+            meter.update(step + 1, loss=loss.item(), lr=lr)
     return classifier.eval().requires_grad_(False), loss.item()

@@ -1,5 +1,5 @@
-"""What a training run records besides checkpoints: log.csv and eval.csv (truncated to the
-checkpoint on resume), the periodic sample grids, and the ``run.eval_every`` metrics."""
+"""What a training run records besides checkpoints and its logs (:mod:`pixdiff.training.loggers`):
+the periodic sample grids and the ``run.eval_every`` metrics."""
 
 from __future__ import annotations
 
@@ -19,24 +19,7 @@ from pixdiff.low_res import downsample
 from pixdiff.pipelines.cascade import low_res_input
 from pixdiff.pipelines.generate import class_grid, generate
 from pixdiff.pipelines.steering import Steering
-from pixdiff.rundir import append_row, start_log
 from pixdiff.sampling import Sampling
-
-
-class CSVLog:
-    """A CSV log with one row per logged step (log.csv, eval.csv), each appended by one
-    write(); on resume, rows past the checkpoint are dropped and a damaged log is set aside
-    (:func:`pixdiff.rundir.start_log`)."""
-
-    FIELDS = ["step", "loss", "lr", "img_per_s", "grad_norm", "elapsed_s"]
-
-    def __init__(self, path: Path, resume_step: int | None, fields: list[str] | None = None):
-        self.path = path
-        self.FIELDS = fields or self.FIELDS
-        start_log(path, self.FIELDS, resume_step)
-
-    def write(self, **row) -> None:
-        append_row(self.path, self.FIELDS, row)
 
 
 def run_model(denoiser: Denoiser, cfg: TrainConfig, data: ImageSet, out: Path) -> LoadedModel:
@@ -52,16 +35,38 @@ def sample_grid(
     device,
     prompts: list[str] | None,
     data: ImageSet,
-) -> None:
-    """A grid from the EMA weights: one row per class (up to 10) or prompt, or an 8x8 grid; for
-    a super-resolution run, :func:`sr_grid`."""
+) -> Tensor:
+    """A grid from the EMA weights saved as ``path`` (2x scale) and returned, (C, H, W) in
+    [-1, 1]: one row per class (up to 10) or prompt, or an 8x8 grid; for a super-resolution
+    run, :func:`sr_grid`; for a control run, :func:`control_grid`."""
     model = run_model(denoiser, cfg, data, path.parent)
     if cfg.sr.low_res_size:
         rows = sr_grid(model, data, device)
-        save_png(make_grid(rows, nrow=len(rows) // 3), path, scale=2)
-        return
-    x = class_grid(model, prompts=prompts, sampling=Sampling(steps=25), device=device)
-    save_png(make_grid(x.clamp(-1, 1), nrow=8), path, scale=2)
+        grid = make_grid(rows, nrow=len(rows) // 3)
+    elif cfg.control.enabled:
+        grid = control_grid(model, data, device)
+    else:
+        x = class_grid(model, prompts=prompts, sampling=Sampling(steps=25), device=device)
+        grid = make_grid(x.clamp(-1, 1), nrow=8)
+    save_png(grid, path, scale=2)
+    return grid
+
+
+def control_grid(model: LoadedModel, data: ImageSet, device, n: int = 8) -> Tensor:
+    """The grid of a control run or adapter, (C, H, W) in [-1, 1]: the first n training
+    images' maps (grey maps shown in the image's channels, colour ones on a grey image as
+    their mean), their samples (steered by the map and the image's own label or caption), the
+    originals."""
+    images, maps = to_model_space(data.images[:n]), to_model_space(data.control[:n])
+    steering = Steering(
+        classes=data.labels[:n] if model.num_classes else None,
+        prompts=data.captions[:n] if model.text_encoder is not None else None,
+        control=maps,
+    )
+    x = generate(model, steering, Sampling(steps=25), n=len(images), device=device)
+    c = images.shape[1]
+    shown = maps.mean(1, keepdim=True) if maps.shape[1] > c else maps.expand(-1, c, -1, -1)
+    return make_grid(torch.cat([shown, x.clamp(-1, 1), images]), nrow=len(images))
 
 
 def sr_grid(model: LoadedModel, data: ImageSet, device, n: int = 8) -> Tensor:
@@ -82,16 +87,15 @@ def sr_grid(model: LoadedModel, data: ImageSet, device, n: int = 8) -> Tensor:
     return torch.cat([nearest, x.clamp(-1, 1), images])
 
 
-def periodic_eval(cfg: TrainConfig, data: ImageSet, net_cfg, out: Path, step: int, device):
-    """The ``run.eval_every`` callback (None when disabled): scores EMA samples into eval.csv."""
+def periodic_eval(cfg: TrainConfig, data: ImageSet, net_cfg, out: Path, device):
+    """The ``run.eval_every`` callback (None when disabled): scores EMA samples, returned as
+    ``eval/*`` scalars for the loggers (eval.csv, :mod:`pixdiff.training.loggers`)."""
     if not cfg.run.eval_every:
         return None
     shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
     evaluator = PeriodicEval(
         cfg.data.name, cfg.run.eval_extractor, cfg.run.eval_metrics, shape, device
     )
-    fields = ["step", *EVAL_FIELDS]
-    log = CSVLog(out / "eval.csv", step, fields)
     spec = SampleSpec(
         n=cfg.run.eval_n,
         sampler=cfg.sample.sampler,
@@ -101,8 +105,8 @@ def periodic_eval(cfg: TrainConfig, data: ImageSet, net_cfg, out: Path, step: in
         device=str(device),
     )
 
-    def run(denoiser, step: int) -> None:
+    def run(denoiser) -> dict[str, float]:
         scores = evaluator(run_model(denoiser, cfg, data, out), spec)
-        log.write(step=step, **{k: f"{scores[k]:.6g}" for k in EVAL_FIELDS if k in scores})
+        return {f"eval/{k}": float(scores[k]) for k in EVAL_FIELDS if k in scores}
 
     return run

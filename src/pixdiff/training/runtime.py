@@ -39,10 +39,12 @@ def init_distributed(device: torch.device) -> Dist:
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (this process's GPU if there is one, else the CPU), ``cpu``, ``cuda`` or
-    ``cuda:N``; asking for CUDA without it is a ValueError."""
+    """``auto`` (this process's GPU if there is one, else Apple's MPS, else the CPU), ``cpu``,
+    ``cuda``, ``cuda:N`` or ``mps``; asking for CUDA without it is a ValueError."""
     if spec == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{local_rank}")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} requested but CUDA is not available")
     return torch.device(spec)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from pixdiff.checkpoint import net_config_to_dict, pixdiff_version
+from pixdiff.checkpoint import encoder_in_run, net_config_to_dict, pixdiff_version
 from pixdiff.config import TrainConfig, to_dict
 from pixdiff.data import ImageSet, batches, load_dataset
 from pixdiff.denoiser import Denoiser
@@ -28,10 +27,13 @@ from pixdiff.nets.text import TextConditionedNet
 from pixdiff.rundir import RunDir, claim
 from pixdiff.schedule_registry import schedule_from_dict
 from pixdiff.train_state import restore_checkpoint, save_checkpoint
+from pixdiff.training.banner import train_banner
 from pixdiff.training.batch_inputs import batch_inputs, cond_fields, grid_prompts, uses_text
 from pixdiff.training.ema import EMA as EMAWeights
+from pixdiff.training.loggers import open_loggers, require_logger
+from pixdiff.training.loss_scaling import autocast, backward, clip_and_step, grad_scaler
 from pixdiff.training.losses import diffusion_loss
-from pixdiff.training.records import CSVLog, periodic_eval, sample_grid
+from pixdiff.training.records import periodic_eval, sample_grid
 from pixdiff.training.runtime import Dist, StopRequest, init_distributed, resolve_device
 
 # more classes than this is almost always a stray label id in metadata.jsonl (--force-classes)
@@ -49,19 +51,21 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     step: int = 0
+    scaler: torch.amp.GradScaler | None = None  # fp16's loss scaling (loss_scaling.py)
 
     def save(self, out: Path, config: dict) -> None:
         """Write the run's checkpoint files (:func:`pixdiff.train_state.save_checkpoint`)."""
         save_checkpoint(
             out, net=self.net, ema=self.ema.module, optimizer=self.optimizer,
-            generator=self.generator, step=self.step, config=config,
+            generator=self.generator, step=self.step, config=config, scaler=self.scaler,
         )  # fmt: skip
 
     def restore(self, out: Path) -> None:
-        """Continue from the run's train_state.safetensors (weights, optimizer, RNGs, step)."""
+        """Continue from the run's train_state.safetensors (weights, optimizer, RNGs, loss
+        scaler, step)."""
         self.step = restore_checkpoint(
             out, net=self.net, ema=self.ema.module, optimizer=self.optimizer,
-            generator=self.generator,
+            generator=self.generator, scaler=self.scaler,
         )  # fmt: skip
 
 
@@ -172,7 +176,8 @@ def build_state(
     o = cfg.optim
     opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank + 1)
-    return TrainState(net, EMAWeights(net, decay=o.ema_decay, warmup=o.ema_warmup), opt, gen)
+    ema = EMAWeights(net, decay=o.ema_decay, warmup=o.ema_warmup)
+    return TrainState(net, ema, opt, gen, scaler=grad_scaler(cfg, device))
 
 
 def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
@@ -200,6 +205,7 @@ def train(
     locks the run and writes checkpoints, samples and the log.
     """
     out = Path(out)
+    require_logger(cfg.run.logger)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     probe = resolve_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", 0)))
@@ -212,6 +218,7 @@ def train(
         )
         if run is not None:
             run.open()
+            print(train_banner(cfg, data, state, world, device, out), flush=True)
         world.barrier()
         _loop(cfg, out, state, data, world, device, config_json, run, progress=progress)
     return out
@@ -226,10 +233,12 @@ def _setup(cfg, out, world, device, *, resume, force_classes):
         channels=cfg.data.channels,
         split=cfg.data.split,
         skip_bad_images=cfg.data.skip_bad_images,
+        control=cfg.control,
     )
     net_cfg = net_config_for(cfg, data, force_classes=force_classes)
     text = uses_text(cfg, data)
-    state = build_state(cfg, net_cfg, device, world.rank, text=text)
+    here = replace(cfg, text=encoder_in_run(cfg.text, out))  # the run stores it relative
+    state = build_state(here, net_cfg, device, world.rank, text=text)
     if text and world.is_main:
         state.net.text_encoder.tokenize(data.captions)  # warns once if captions get truncated
     dry_batch(cfg, state, data, world, device)
@@ -268,11 +277,6 @@ def dry_batch(cfg: TrainConfig, state: TrainState, data: ImageSet, world: Dist, 
         raise TrainingError(f"a first batch through the network failed: {first}") from e
 
 
-def autocast(cfg: TrainConfig, device: torch.device):
-    """bf16 autocast when ``run.precision`` asks for it, else a no-op context."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16")
-
-
 def _loop(cfg, out, state, data, world, device, config_json, run: RunDir | None, *, progress):
     net_cfg = state.net.config
     train_net: nn.Module = state.net
@@ -294,13 +298,16 @@ def _loop(cfg, out, state, data, world, device, config_json, run: RunDir | None,
         flip=cfg.data.flip,
         device=device,
     )
-    log = CSVLog(out / "log.csv", state.step) if world.is_main else None
     prompts = grid_prompts(data) if isinstance(state.net, TextConditionedNet) else None
-    periodic = periodic_eval(cfg, data, net_cfg, out, state.step, device) if world.is_main else None
+    periodic = periodic_eval(cfg, data, net_cfg, out, device) if world.is_main else None
     if world.is_main and state.step == 0:
         state.save(out, config_json)
     if run is not None:
         run.commit()  # the new run has its first checkpoint: an old one it replaces can go
+    logger, meter = open_loggers(
+        cfg.run, out, state.step, batch_size=cfg.optim.batch_size, progress=progress,
+        eval_log=periodic is not None, main=world.is_main,
+    )  # fmt: skip
     bar = tqdm(
         total=cfg.run.steps,
         initial=state.step,
@@ -308,30 +315,19 @@ def _loop(cfg, out, state, data, world, device, config_json, run: RunDir | None,
         desc="train",
         dynamic_ncols=True,
     )
-    start, last_log, imgs = time.time(), time.time(), 0
-    with StopRequest() as stop:
+    with StopRequest() as stop, logger:
         while state.step < cfg.run.steps:
             loss, grad_norm = train_step(cfg, state, train_net, denoiser, stream, world, device)
-            imgs += cfg.optim.batch_size
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             step = state.step
-            if world.is_main and (step % cfg.run.log_every == 0 or step == cfg.run.steps):
-                now = time.time()
-                log.write(
-                    step=step,
-                    loss=f"{loss:.6f}",
-                    lr=f"{lr_at(step - 1, cfg):.3e}",
-                    img_per_s=f"{imgs / (now - last_log):.1f}",
-                    grad_norm=f"{grad_norm:.4f}",
-                    elapsed_s=f"{now - start:.1f}",
-                )
-                last_log, imgs = now, 0
+            meter.update(step, loss=loss, lr=lr_at(step - 1, cfg), grad_norm=grad_norm)
             if world.is_main and cfg.run.sample_every and step % cfg.run.sample_every == 0:
                 path = out / "samples" / f"step_{step:07d}.png"
-                sample_grid(ema_denoiser, cfg, path, device, prompts, data)
+                grid = sample_grid(ema_denoiser, cfg, path, device, prompts, data)
+                logger.log_images(step, "samples", grid)
             if periodic is not None and step % cfg.run.eval_every == 0:
-                periodic(ema_denoiser, step)
+                logger.log_scalars(step, periodic(ema_denoiser))
             done = step == cfg.run.steps or stop.requested
             if world.is_main and (
                 done or (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0)
@@ -364,7 +360,7 @@ def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, devic
             loss = (
                 diffusion_loss(denoiser, x0, cond, cfg=cfg.diffusion, generator=state.generator) / k
             )
-        loss.backward()
+        backward(loss, state.scaler)
         total += loss.detach()
     if world.world_size > 1:
         dist.all_reduce(total)
@@ -374,11 +370,10 @@ def train_step(cfg, state: TrainState, train_net, denoiser, stream, world, devic
         raise TrainingError(
             f"loss became {value} at step {state.step + 1}; the last good "
             "checkpoint is kept. Try a lower learning rate (--set optim.lr=...) "
-            "or fp32 (--set run.precision=fp32)."
+            "or fp32 (--precision fp32)."
         )
     clip = cfg.optim.grad_clip or float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(state.net.parameters(), clip).item()
-    state.optimizer.step()
+    grad_norm = clip_and_step(state.optimizer, state.net.parameters(), clip, state.scaler)
     state.optimizer.zero_grad(set_to_none=True)
     state.ema.update(state.net, state.step)
     state.step += 1
