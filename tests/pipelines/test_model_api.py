@@ -43,7 +43,10 @@ def test_seeds_make_images_reproducible_and_distinct(fashion):
     a = fashion.generate(classes="Coat", n=2, steps=2, seed=0, output="tensor")
     assert torch.equal(a, fashion.generate(classes="Coat", n=2, steps=2, seed=0, output="tensor"))
     b = fashion.generate(classes="Coat", n=1, steps=2, seed=1, output="tensor")
-    assert torch.equal(a[1], b[0])  # image i uses seed + i
+    # image i uses seed + i; a batch of 1 and of 2 may round differently in the network on
+    # some CPUs (about 2e-6 seen), far below the O(1) gap between two seeds' images
+    assert torch.allclose(a[1], b[0], atol=1e-4, rtol=0)
+    assert (a[0] - b[0]).abs().max() > 0.1
 
 
 def test_nfe_picks_the_most_steps_within_the_budget(fashion):
