@@ -76,7 +76,8 @@ def main() -> None:
             scripted = torch.jit.load(Path(tmp) / "m.pt")(*args3)
         names = export_onnx(model, Path(tmp) / "m.onnx")
         session = onnxruntime.InferenceSession(str(Path(tmp) / "m.onnx"))
-        (onnx_out,) = session.run(["out"], {k: a.numpy() for k, a in zip(names, args3)})
+        feeds = {k: a.numpy() for k, a in zip(names, args3, strict=True)}
+        (onnx_out,) = session.run(["out"], feeds)
         print(f"TorchScript vs native net: max |diff| {(scripted - native).abs().max():.2e}")
         print(f"ONNX (onnxruntime) vs native net: max |diff| "
               f"{np.abs(onnx_out - native.numpy()).max():.2e}")  # fmt: skip

@@ -18,6 +18,7 @@ import pixdiff
 from pixdiff.adapters import weights_sha256
 from pixdiff.checkpoint import read_tensors
 from pixdiff.cli.main import main
+from pixdiff.pipelines.control import fit_photo
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -173,6 +174,12 @@ def test_bad_control_input_is_one_line(runs, images, tmp_path, capsys, which, fl
     flags = [images.get(f, f) for f in flags]
     line = error(capsys, sample(runs[which], tmp_path / "o", "--prompt", "cat", *flags))
     assert expected in line
+
+
+def test_a_photo_that_cannot_be_converted_is_one_line():
+    """Pillow converts LAB to RGB but not to grey: a grey model's photo is refused."""
+    with pytest.raises(ValueError, match="a photo of mode LAB cannot be converted to L"):
+        fit_photo(Image.new("LAB", (8, 8)), 8, 1, alpha=False)
 
 
 def test_a_missing_map_in_a_folder_dataset_names_the_file(runs, tmp_path, capsys):

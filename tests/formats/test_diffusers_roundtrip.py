@@ -139,7 +139,7 @@ def test_a_dit_exports_as_a_loadable_custom_model(tmp_path):
     net = randomized(DiT(preset("dit-tiny", num_classes=3)))
     model = Model.from_net(net, schedule="cosine", prediction="v", class_names=["a", "b", "c"])
     written = export_diffusers(model, tmp_path / "dit")
-    assert written.startswith("PixdiffModel (UNet2DModel has no counterpart of a DiT)")
+    assert written == "PixdiffModel, since UNet2DModel has no counterpart of a DiT"
     module = _import_module(tmp_path / "dit" / "pixdiff_model.py")
     theirs = module.PixdiffModel.from_pretrained(tmp_path / "dit" / "unet", use_safetensors=True)
     x, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
@@ -173,6 +173,10 @@ def test_a_text_model_exports_with_its_encoder(tmp_path):
         out = theirs(x, torch.tensor([700, 30]), input_ids=ids, attention_mask=mask).sample
         ours = model.net(x, torch.tensor([700.0, 30.0]), model.net.encode(["red apple", ""]))
     torch.testing.assert_close(out, ours)
+    back = pixdiff.load(tmp_path / "emoji")  # and back, with its text encoder
+    assert back.text_encoder is not None and back.config["net"] == model.config["net"]
+    state = back.net.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in model.net.state_dict().items())
 
 
 def test_folders_that_are_neither_say_so(tmp_path, capsys):

@@ -38,6 +38,7 @@ def _native(model, args) -> torch.Tensor:
         return GraphNet(model.net, graph_inputs(model)).eval()(*args)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_torchscript_matches_the_network(model, tmp_path):
     assert main(["export", str(model.path), "--to", "torchscript", str(tmp_path / "m.pt")]) == 0
     extra = {"pixdiff.json": "", "inputs.json": ""}

@@ -152,6 +152,10 @@ def cheap_argv(command: str, p: dict[str, Path], out: Path) -> list[str]:
             "--teacher-steps", "2", "--iters", "1", "--batch-size", "4", "--no-progress",
             "--set", "run.threads=1",
         ],
+        "train-control": [
+            "train-control", p["run"], "--control", "edges", "--out", out, "--steps", "1",
+            "--batch-size", "4", "--no-progress", "--set", "run.threads=1",
+        ],
         "demo": ["demo", "--out", out],
         "convert-inception": ["convert-inception", p["inception"], "--out", out],
         "serve": ["serve", p["run"], "--port", "0"],  # with uvicorn.run stubbed (test_cli_fuzz)

@@ -1,4 +1,5 @@
-"""The ``pixdiff`` command: train, sample, demo, edit, inpaint, upscale, eval, bench, serve.
+"""The ``pixdiff`` command: train, sample, demo, edit, inpaint, upscale, eval, bench, serve,
+export, import.
 Errors a user can cause print one line; so do warnings.
 
 This module imports only the standard library at the top: the commands (and torch, about a

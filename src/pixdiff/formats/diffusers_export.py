@@ -89,9 +89,9 @@ def _native_config(model: LoadedModel) -> dict:
 def export_diffusers(model: LoadedModel, directory: str | Path) -> str:
     """Write ``model`` as a diffusers folder (see the module doc); returns the model class
     written, with the reason when it is PixdiffModel."""
-    out = _fresh(Path(directory))
     d, version = model.denoiser, diffusers_version()
     scheduler = scheduler_config(d.schedule, d.prediction, clip_x0=d.clip_x0, version=version)
+    out = _fresh(Path(directory))  # after the checks: a refused run leaves no folder behind
     try:
         unet_config = {**_native_config(model), "_diffusers_version": version}
         state = unet_state_to_diffusers(model.net.state_dict(), model.net.config)
@@ -106,13 +106,13 @@ def export_diffusers(model: LoadedModel, directory: str | Path) -> str:
             "run_config": model.config, "num_train_timesteps": scheduler["num_train_timesteps"],
         }  # fmt: skip
         state = {f"net.{k}": v for k, v in model.net.state_dict().items()}
-        written, load_code = f"{CUSTOM_CLASS} ({e})", LOAD_CUSTOM
+        written, load_code = f"{CUSTOM_CLASS}, since {e}", LOAD_CUSTOM
         shutil.copyfile(Path(__file__).with_name("diffusers_model.py"), out / CUSTOM_MODULE)
     save_tensors(out / "unet" / SAFE_WEIGHTS, state, metadata={"format": "pt"})
     _write_json(out / "unet" / "config.json", unet_config)
     _write_json(out / "scheduler" / "scheduler_config.json", scheduler)
     _write_json(out / PIXDIFF_JSON, model.config)
-    readme = f"# {model.path.name} as a diffusers {written.split()[0]}\n\nWritten by `pixdiff " \
+    readme = f"# {model.path.name} as a diffusers {written.split(',')[0]}\n\nWritten by `pixdiff " \
         f"export`. Load it (docs/interop.md in pixdiff shows a full sampling loop):\n\n" \
         f"```python\n{load_code.format(dir=out)}```\n"  # fmt: skip
     atomic_write(out / "README.md", readme.encode())

@@ -110,7 +110,11 @@ def warn_unsupported(config: dict, source: str | Path) -> None:
     """One warning naming the options of a scheduler config that pixdiff does not apply."""
     ignored = [
         f"{key}={config[key]!r}"
-        for key, default in (("thresholding", False), ("set_alpha_to_one", True))
+        for key, default in (
+            ("thresholding", False),
+            ("set_alpha_to_one", True),
+            ("variance_type", "fixed_small"),
+        )
         if key in config and config[key] != default
     ]
     if config.get("timestep_spacing", "leading") == "leading" and config.get("steps_offset", 0):
@@ -163,7 +167,8 @@ def scheduler_config(
         config.update(
             num_train_timesteps=schedule.num_timesteps,
             beta_schedule=TO_BETA_SCHEDULE[schedule.beta_kind],
-            beta_start=schedule.beta_start, beta_end=schedule.beta_end,
+            beta_start=config["beta_start"] if schedule.beta_start is None else schedule.beta_start,
+            beta_end=config["beta_end"] if schedule.beta_end is None else schedule.beta_end,
             rescale_betas_zero_snr=schedule.zero_terminal_snr,
         )  # fmt: skip
         return config

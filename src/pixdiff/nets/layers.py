@@ -120,9 +120,7 @@ def check_label(label: Tensor, num_classes: int) -> None:
 def _building_graph() -> bool:
     """Whether torch is recording a graph (tracing, scripting, compiling or exporting) rather
     than running eagerly."""
-    return (
-        torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-    )
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> Tensor:

@@ -51,16 +51,18 @@ class ControlSpec:
 
 
 def control_spec(model) -> ControlSpec | None:
-    """What map ``model`` (a loaded run) takes; None for a model without control."""
-    net = model.net
+    """What map ``model`` (a loaded run, or any :class:`Steerable`) takes; None for a model
+    without control."""
+    net = getattr(model, "net", None)
+    net = getattr(model.denoiser, "net", None) if net is None else net
     if isinstance(net, ControlledNet):
         section = model.config["adapter"]["control"]
         channels = net.adapter.control_channels
     else:
-        channels = control_channels(net.config)
-        section = model.config["train"].get("control", {})
+        channels = control_channels(getattr(net, "config", None))
         if not channels:
             return None
+        section = model.config["train"].get("control", {})
     config = from_dict(ControlConfig, section, f"{model.path}: control")
     return ControlSpec(config, channels, net.config.image_size, isinstance(net, ControlledNet))
 
@@ -78,7 +80,8 @@ def read_control(model, image: ImageInput) -> Tensor:
         x = to_model_space(array)
         _check_map(x, spec)
         return x
-    return read_image(image, size=spec.size, channels=spec.channels, who="this model's control input")
+    who = "this model's control input"
+    return read_image(image, size=spec.size, channels=spec.channels, who=who)
 
 
 def map_from(model, photo: ImageInput) -> Tensor:
@@ -97,15 +100,22 @@ def map_from(model, photo: ImageInput) -> Tensor:
         alpha = None
     else:
         picture = open_image(photo) if isinstance(photo, (str, Path)) else photo
-        images, alpha = _fitted(picture, spec.size, channels, alpha=spec.config.kind == "mask")
+        images, alpha = fit_photo(picture, spec.size, channels, alpha=spec.config.kind == "mask")
     maps = compute_maps(images, spec.config.kind, cells=spec.config.layout_cells, alpha=alpha)
     return to_model_space(maps)
 
 
-def _fitted(picture: Image.Image, size: int, channels: int, *, alpha: bool):
+def fit_photo(picture: Image.Image, size: int, channels: int, *, alpha: bool):
     """uint8 (1, C, size, size) of a photo fitted as the training images are (shorter side to
     ``size``, centre crop), and its (1, 1, size, size) alpha when asked for and it has one."""
-    images = torch.from_numpy(_array(_fit(to_mode(picture, channels), size), channels))
+    try:
+        converted = to_mode(picture, channels)
+    except ValueError as e:  # Pillow converts most modes, but not e.g. LAB
+        raise ValueError(
+            f"--control-from: a photo of mode {picture.mode} cannot be converted to "
+            f"{'L' if channels == 1 else 'RGB'} ({e}); save it as an RGB PNG"
+        ) from None
+    images = torch.from_numpy(_array(_fit(converted, size), channels))
     if not (alpha and picture.mode in ("RGBA", "LA", "PA")):
         return images, None
     return images, torch.from_numpy(_array(_fit(picture.getchannel("A"), size), 1))

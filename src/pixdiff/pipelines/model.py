@@ -289,7 +289,7 @@ class CascadeModel(Generator):
     def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
         """The last stage's images, unclipped; each stage samples as the request says, or as
         its run's defaults."""
-        request = request.for_model(self.models[0]) if request.control is not None else request
+        request = request.for_model(self.models[0])  # the map goes to the base stage
         stages = [Stage(m, request.sampling(m.config, m.path)) for m in self.models]
         return cascade(
             stages, request.steering(), n=request.count(), seed=seed, batch_size=batch_size,
