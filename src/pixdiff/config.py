@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, get_type_hints
 
-from pixdiff.config_fields import (
+from pixdiff.config_fields import (  # noqa: F401 (describe: re-exported with the rest)
     check_intervals,
+    describe,
     from_dict,
     parse_override,
     to_dict,
