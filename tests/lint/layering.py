@@ -37,9 +37,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "data": ("pixdiff.data", "pixdiff.images"),
     "store": (
-        "pixdiff.checkpoint", "pixdiff.config", "pixdiff.config_fields", "pixdiff.rundir", "pixdiff.train_state",
+        "pixdiff.checkpoint", "pixdiff.config", "pixdiff.config_fields", "pixdiff.rundir",
+        "pixdiff.train_state",
         "pixdiff.shipped", "pixdiff.classifier_store", "pixdiff.interop", "pixdiff.tuned_grids",
-        "pixdiff.formats", "pixdiff.adapters",
+        "pixdiff.formats", "pixdiff.adapters", "pixdiff.loras",
     ),
     "pipelines": ("pixdiff.pipelines",),
     "eval": ("pixdiff.eval",),

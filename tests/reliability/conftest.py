@@ -64,13 +64,15 @@ def reference_run(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def paths(tiny_data, finished_run, tmp_path_factory) -> dict[str, Path]:
     """What :func:`tiny_runs.cheap_argv` needs: the finished run, a 4 -> 8 super-resolution
-    run, the data, input images, a copy of the run for tune-grid to write into and random
-    Inception-v3 FID weights."""
+    run, the data, input images, a copy of the run for tune-grid to write into, random
+    Inception-v3 FID weights and the run exported as a diffusers folder."""
     sr = tmp_path_factory.mktemp("runs") / "sr"
     assert main(train_argv(tiny_data, sr, "--sr-from", "4")) == 0
     images = input_images(tmp_path_factory.mktemp("inputs"))
     tune = shutil.copytree(finished_run, tmp_path_factory.mktemp("runs") / "tune")
     inception = tmp_path_factory.mktemp("inception") / "random.pth"  # for convert-inception
     torch.save(FIDInceptionV3().state_dict(), inception)
+    diffusers = tmp_path_factory.mktemp("diffusers") / "pipeline"  # for import
+    assert main(["export", str(finished_run), str(diffusers), "--to", "diffusers"]) == 0
     return {"run": finished_run, "sr": sr, "data": tiny_data, "tune": tune,
-            "inception": inception, **images}  # fmt: skip
+            "inception": inception, "diffusers": diffusers, **images}  # fmt: skip

@@ -127,7 +127,8 @@ def input_images(root: Path) -> dict[str, Path]:
 def cheap_argv(command: str, p: dict[str, Path], out: Path) -> list[str]:
     """A fast, successful invocation of ``command`` (as build_parser names it: 'bench samplers')
     on the tiny runs; ``p`` holds the paths 'run', 'sr', 'data', 'in8', 'in4', 'mask8',
-    'tune' (a run that tune-grid may write into) and 'inception' (random FID weights)."""
+    'tune' (a run that tune-grid may write into), 'inception' (random FID weights) and
+    'diffusers' (the run exported as a diffusers folder)."""
     steps = ["--steps", "1", "--no-progress", "--out", out]
     table = {
         "train": train_argv(p["data"], out),
@@ -158,6 +159,8 @@ def cheap_argv(command: str, p: dict[str, Path], out: Path) -> list[str]:
         ],
         "demo": ["demo", "--out", out],
         "convert-inception": ["convert-inception", p["inception"], "--out", out],
+        "export": ["export", p["run"], out, "--to", "torchscript"],
+        "import": ["import", p["diffusers"], "--out", out],
         "serve": ["serve", p["run"], "--port", "0"],  # with uvicorn.run stubbed (test_cli_fuzz)
         "tune-grid": [
             "tune-grid", p["tune"], "--nfe", "2", "-n", "1", "--reference-steps", "2",

@@ -43,6 +43,7 @@ from pixdiff.formats.diffusers_unet import (
     unet_state_from_diffusers,
 )
 from pixdiff.interop import DiffusersUNet, load_unet2d
+from pixdiff.loras import is_lora_run, load_lora_run
 
 SAFE_WEIGHTS, PICKLE_WEIGHTS = "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"
 PIXDIFF_JSON = "pixdiff.json"  # the exported run's own config.json
@@ -53,7 +54,7 @@ def _read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not readable JSON ({e})") from e
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from e
     if not isinstance(value, dict):
         raise CheckpointError(f"{path} is not a JSON object")
     return value
@@ -89,6 +90,8 @@ def load_model(
             f"{path} is neither a pixdiff run (no {CONFIG}) nor a diffusers model folder (no "
             "model_index.json, unet/config.json, or config.json naming a diffusers class)"
         )
+    if is_lora_run(path):  # a LoRA run brings its base (pixdiff.loras)
+        return load_lora_run(path, ema=ema, device=device)
     return load(path, ema=ema, device=device)
 
 
