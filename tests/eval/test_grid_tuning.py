@@ -12,6 +12,7 @@ from pixdiff.eval.grid_search import (
     candidate_times,
     cheapest_path,
     endpoint_rmse,
+    ends_denoised,
     fine_grid,
     step_costs,
     teacher_trajectory,
@@ -100,6 +101,29 @@ def test_cheapest_path_is_the_best_of_all_paths():
         assert tuple(cheapest_path(costs, steps)) == best
     with pytest.raises(ValueError, match="a path of 7 steps"):
         cheapest_path(costs, 7)
+
+
+def test_a_denoised_last_step_is_the_best_path_that_ends_at_the_last_candidate(tuned):
+    """last_step="denoise": the cheapest of all paths through candidate M - 1 (exhaustive
+    over a small cost matrix), then the step to t = 0; and on the Gaussian mixture a grid
+    that ends there, as the uniform-t grid does."""
+    costs = torch.rand(7, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    costs = costs.masked_fill(torch.ones(7, 7).tril().bool(), float("inf"))
+    for steps in (2, 4):
+        paths = [(0, *inner, 5, 6) for inner in itertools.combinations(range(1, 5), steps - 2)]
+        best = min(paths, key=lambda p: sum(costs[a, b] for a, b in itertools.pairwise(p)))
+        assert tuple(cheapest_path(costs[:6, :6], steps - 1)) + (6,) == best
+    den, trajectory, costs = tuned
+    times = tuned_times(trajectory, costs, 5, last_step="denoise")
+    check_times(times, 5)
+    assert times[-1] == 0 and times[-2] == trajectory.times[-2].item()
+    assert ends_denoised(times, trajectory)
+    assert ends_denoised(time_grid(SCHEDULE, 5, spacing="uniform-t"), trajectory)
+    assert not ends_denoised(time_grid(SCHEDULE, 5, spacing="trailing"), trajectory)
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        tuned_times(trajectory, costs, 1, last_step="denoise")
+    with pytest.raises(ValueError, match="--refine"):
+        tune(den, trajectory, costs, "ddim", 4, refine=2, last_step="denoise")
 
 
 def test_candidates_span_the_fixed_grids_and_the_teacher_passes_them():

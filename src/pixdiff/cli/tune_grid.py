@@ -62,6 +62,15 @@ def add_parser(sub) -> None:
         "each step runs the sampler 2 (steps - 1) + 1 or more times)",
     )
     p.add_argument(
+        "--last-step",
+        choices=("free", "denoise"),
+        default="free",
+        help="free: the cheapest path of the search, whose last step may be a long one to t = 0 "
+        "(its image is then the blurred posterior mean there: low RMSE, soft detail); denoise: "
+        "the last evaluation is at nearly zero noise, as the uniform-t, log-SNR and Karras grids "
+        "end (one NFE of the budget; sharper images; see BENCHMARKS.md, Tuned time grids)",
+    )
+    p.add_argument(
         "--guidance",
         type=flags.finite,
         default=None,
@@ -109,7 +118,8 @@ def run(args) -> int:
 
     tune_all(
         warm, samplers, nfes, candidates=args.candidates, reference_steps=args.reference_steps,
-        refine=args.refine, sigma_data=model.denoiser.sigma_data, on_grid=store,
+        refine=args.refine, last_step=args.last_step, sigma_data=model.denoiser.sigma_data,
+        on_grid=store,
         progress=not args.no_progress,
     )  # fmt: skip
     seconds = time.perf_counter() - start

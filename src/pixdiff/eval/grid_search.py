@@ -176,9 +176,29 @@ def cheapest_path(costs: Tensor, steps: int) -> list[int]:
     return path[::-1]
 
 
-def tuned_times(trajectory: Trajectory, costs: Tensor, steps: int) -> tuple[float, ...]:
-    """The candidate times on the cheapest path of ``steps`` steps."""
-    return tuple(trajectory.times[cheapest_path(costs, steps)].tolist())
+def tuned_times(
+    trajectory: Trajectory, costs: Tensor, steps: int, *, last_step: str = "free"
+) -> tuple[float, ...]:
+    """The candidate times on the cheapest path of ``steps`` steps. ``last_step="denoise"``
+    makes the path pass through the last candidate before 0 (the log-SNR ceiling), so the
+    final network evaluation is at nearly zero noise and the image is that denoised output,
+    as the uniform-t, log-SNR and Karras grids end. The one-step cost of a long final step
+    to t = 0 is low (the posterior mean is close to the teacher's endpoint in RMSE) but its
+    image is the blurred mean at that noise level: the free path can trade detail for RMSE."""
+    if last_step == "free":
+        return tuple(trajectory.times[cheapest_path(costs, steps)].tolist())
+    if last_step != "denoise":
+        raise ValueError(f"last_step must be 'free' or 'denoise', got {last_step!r}")
+    if steps < 2:
+        raise ValueError("last_step='denoise' needs at least 2 steps")
+    m = costs.shape[0] - 1
+    path = cheapest_path(costs[:m, :m], steps - 1) + [m]
+    return tuple(trajectory.times[path].tolist())
+
+
+def ends_denoised(times: Tensor | tuple[float, ...], trajectory: Trajectory) -> bool:
+    """Whether a grid's last evaluation is at or below the last candidate before t = 0."""
+    return float(times[-2]) <= float(trajectory.times[-2]) + 1e-12
 
 
 def endpoint_rmse(
@@ -192,13 +212,18 @@ def endpoint_rmse(
     return d.flatten(1).pow(2).mean(1).sqrt().mean().item()
 
 
-def fixed_rmse(denoiser, trajectory: Trajectory, sampler: str, steps: int) -> dict[str, float]:
-    """:func:`endpoint_rmse` of each fixed grid of FIXED_GRIDS the schedule has."""
+def fixed_rmse(
+    denoiser, trajectory: Trajectory, sampler: str, steps: int, *, last_step: str = "free"
+) -> dict[str, float]:
+    """:func:`endpoint_rmse` of each fixed grid of FIXED_GRIDS the schedule has (with
+    ``last_step="denoise"``, of those that end denoised, :func:`ends_denoised`)."""
     out = {}
     for spacing in FIXED_GRIDS:
         try:
             times = tuple(time_grid(denoiser.schedule, steps, spacing=spacing).tolist())
         except ValueError:  # e.g. no log-SNR grid on a zero-terminal-SNR schedule
+            continue
+        if last_step == "denoise" and not ends_denoised(times, trajectory):
             continue
         out[spacing] = endpoint_rmse(denoiser, trajectory, sampler, times)
     return out

@@ -97,17 +97,22 @@ def tune(
     nfe: int,
     *,
     refine: int = 0,
+    last_step: str = "free",
     about: dict | None = None,
     progress: bool = False,
 ) -> TunedGrid:
     """The tuned grid of ``sampler`` at ``nfe`` evaluations: the cheapest path of the dynamic
     programme or, where one does better on the warm-up noises, a fixed grid; then ``refine``
-    descent iterations (:func:`pixdiff.eval.grid_refine.refine_grid`). ``about`` (the warm-up's
-    record) goes into ``tuned_on``."""
+    descent iterations (:func:`pixdiff.eval.grid_refine.refine_grid`). ``last_step``: see
+    :func:`pixdiff.eval.grid_search.tuned_times`. ``about`` (the warm-up's record) goes into
+    ``tuned_on``."""
     steps = steps_for_nfe(sampler, nfe)
-    times = tuned_times(trajectory, costs, steps)
+    if refine and last_step != "free":
+        raise ValueError("refinement (--refine) moves every interior time; use it with "
+                         "--last-step free")  # fmt: skip
+    times = tuned_times(trajectory, costs, steps, last_step=last_step)
     rmse = endpoint_rmse(denoiser, trajectory, sampler, times)
-    fixed = fixed_rmse(denoiser, trajectory, sampler, steps)
+    fixed = fixed_rmse(denoiser, trajectory, sampler, steps, last_step=last_step)
     start = min(fixed, key=fixed.get, default=None)
     if start is not None and fixed[start] < rmse:
         times = tuple(time_grid(denoiser.schedule, steps, spacing=start).tolist())
@@ -118,7 +123,7 @@ def tune(
         times, rmse = refine_grid(
             denoiser, trajectory, sampler, times, iterations=refine, progress=progress
         )
-    on = {**(about or {}), "start": start, "refine_iterations": refine}
+    on = {**(about or {}), "start": start, "refine_iterations": refine, "last_step": last_step}
     return TunedGrid(sampler, nfe, times, rmse, fixed, {**on, "pixdiff": pixdiff_version()})
 
 
@@ -130,6 +135,7 @@ def tune_all(
     candidates: int = 100,
     reference_steps: int = 200,
     refine: int = 0,
+    last_step: str = "free",
     sigma_data: float = 0.5,
     on_grid: Callable[[TunedGrid], None] | None = None,
     progress: bool = False,
@@ -158,8 +164,8 @@ def tune_all(
     for sampler, nfe in itertools.product(samplers, nfes):
         begun = time.perf_counter()
         grid = tune(
-            warm.denoiser, trajectory, costs, sampler, nfe, refine=refine, about=about,
-            progress=progress,
+            warm.denoiser, trajectory, costs, sampler, nfe, refine=refine,
+            last_step=last_step, about=about, progress=progress,
         )  # fmt: skip
         seconds = round(time.perf_counter() - begun, 1)
         grids.append(replace(grid, tuned_on={**grid.tuned_on, "seconds": seconds}))
