@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pixdiff.cli import edit as edit_cmd
     from pixdiff.cli import eval as eval_cmd
     from pixdiff.cli import export as export_cmd
+    from pixdiff.cli import finetune as finetune_cmd
     from pixdiff.cli import sample as sample_cmd
     from pixdiff.cli import serve as serve_cmd
     from pixdiff.cli import train as train_cmd
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmd.add_parser(sub)
     train_control_cmd.add_parser(sub)
+    finetune_cmd.add_parsers(sub)
     distill_cmd.add_parser(sub)
     sample_cmd.add_parser(sub)
     train_classifier_cmd.add_parser(sub)

@@ -7,6 +7,7 @@ import torch
 from pixdiff.cli import flags, parallel
 from pixdiff.cli.cascade import add_cascade_flags, check_no_cascade_flags, run_cascade
 from pixdiff.cli.control_flags import add_control_flags, load_controlled, with_control
+from pixdiff.cli.lora_flags import add_lora_flags, with_loras
 from pixdiff.cli.output import image_names, open_output, settings_of
 from pixdiff.cli.steering_flags import add_conditioning_flags, read_prompt_flags, steering
 from pixdiff.images import make_grid, save_gif
@@ -41,6 +42,7 @@ def add_parser(sub) -> None:
     add_conditioning_flags(p, several_prompts=True)
     add_cascade_flags(p)
     add_control_flags(p)
+    add_lora_flags(p)
     p.add_argument("--batch-size", type=flags.positive, default=64, help="images per sampler batch")
     p.add_argument(
         "--trajectory",
@@ -62,6 +64,7 @@ def run(args) -> int:
     model = load_controlled(args, ema=not args.raw, device=args.device) or flags.load_model(
         args.run, ema=not args.raw, device=args.device, text=text, allow_pickle=args.allow_pickle
     )
+    model = with_loras(args, model, ema=not args.raw, device=args.device)
     if model.sr is not None:
         raise ValueError(
             f"{model.path} is a super-resolution model ({model.sr.low_res_size} -> "
