@@ -156,6 +156,27 @@ def test_train_control_resumes_bit_exactly(runs, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_a_stopped_train_control_keeps_its_checkpoint(runs, tmp_path, monkeypatch):
+    """Killed after its second step (checkpoint every step), the new adapter run stays on disk
+    and resumes; before, the run directory's rollback deleted it."""
+    from pixdiff.training.control_adapter import AdapterTraining
+
+    real = AdapterTraining.train_step
+
+    def step_then_stop(self, batch):
+        if self.state.step == 2:
+            raise KeyboardInterrupt("killed")
+        return real(self, batch)
+
+    monkeypatch.setattr(AdapterTraining, "train_step", step_then_stop)
+    flags = ("--control", "edges", "--set", "run.checkpoint_every=1")
+    assert train_control(runs["base"], tmp_path / "cut", *flags, "--steps", "4") == 130
+    assert (tmp_path / "cut" / "train_state.safetensors").is_file()
+    monkeypatch.setattr(AdapterTraining, "train_step", real)
+    resume = ["--resume", "--steps", "3"]
+    assert train_control(runs["base"], tmp_path / "cut", *flags, *resume) == 0
+
+
 @pytest.mark.parametrize(
     ("which", "flags", "expected"),
     [

@@ -76,7 +76,7 @@ def train_control(
         if resume:
             job.restore(out)
         rundir.open()
-        job.loop(out, progress=progress)
+        job.loop(out, progress=progress, saved=rundir.commit)
     return out
 
 
@@ -174,9 +174,10 @@ class AdapterTraining:
         state.step += 1
         return value, grad_norm
 
-    def loop(self, out: Path, *, progress: bool) -> None:
+    def loop(self, out: Path, *, progress: bool, saved=lambda: None) -> None:
         """Train to the last step: logs, grids of the EMA adapter, checkpoints; SIGINT/SIGTERM
-        save a checkpoint and stop."""
+        save a checkpoint and stop. ``saved()`` runs after each checkpoint (the run directory's
+        commit: from its first checkpoint on, a stopped or failed run is kept for --resume)."""
         state, run, batch = self.state, self.cfg.run, self.cfg.optim.batch_size
         stream = batches(
             self.data, batch_size=batch, seed=run.seed, start_step=state.step,
@@ -184,6 +185,7 @@ class AdapterTraining:
         )  # fmt: skip
         if state.step == 0:
             state.save(out, self.config)
+            saved()
         logger, meter = open_loggers(
             run, out, state.step, batch_size=batch, progress=progress, label="train-control"
         )
@@ -202,6 +204,7 @@ class AdapterTraining:
                 every = run.checkpoint_every and step % run.checkpoint_every == 0
                 if every or step == run.steps or stop.requested:
                     state.save(out, self.config)
+                    saved()
                 if stop.requested:
                     raise KeyboardInterrupt(
                         f"stopped at step {step}; checkpoint saved in {out} (--resume continues)"
