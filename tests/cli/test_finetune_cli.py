@@ -197,3 +197,44 @@ def test_lora_scale_sets_the_strength(runs, tmp_path):
             "--out", str(out), "--no-progress", "--lora", str(runs["lora"]),
             "--lora-scale", "0.5"]  # fmt: skip
     assert main(argv) == 0 and (out / "grid.png").is_file()
+
+
+def test_a_stopped_finetune_keeps_its_run_for_resume(runs, tmp_path, monkeypatch):
+    from pixdiff.training.finetune import Job
+
+    out = tmp_path / "stopped"
+
+    def stop(self, loss_fn, batch):
+        raise KeyboardInterrupt("stopped")
+
+    with monkeypatch.context() as m:
+        m.setattr(Job, "train_step", stop)
+        assert finetune(runs["base"], out, "--data", runs["subject"], "--instance-prompt",
+                        "a sks emoji", "--class-prompt", "an emoji", "--prior-images", "2",
+                        "--steps", "1") != 0  # fmt: skip
+    assert (out / "train_state.safetensors").is_file() and (out / "prior.safetensors").is_file()
+    prior = read_tensors(out / "prior.safetensors")[0]["images"]
+    assert finetune(runs["base"], out, "--resume") == 0
+    assert torch.equal(read_tensors(out / "prior.safetensors")[0]["images"], prior)
+    assert json.loads((out / "config.json").read_text())["finetune"]["class_prompt"] == "an emoji"
+
+
+def test_align_a_class_model_by_class_names(image_folder, tmp_path, capsys):
+    folder = image_folder(tmp_path / "labelled", 8, 16, ["cat", "dog"])
+    base = tmp_path / "classes"
+    argv = ["train", "--data", str(folder), "--out", str(base), *TINY, "--steps", "1"]
+    assert main(argv) == 0
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        {"class": "dog", "chosen": str(folder / "0.png"), "rejected": str(folder / "1.png")},
+        {"class": 0, "chosen": str(folder / "2.png"), "rejected": str(folder / "3.png")},
+    ]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "aligned"
+    argv = ["align", str(base), "--out", str(out), "--pairs", str(pairs), *QUICK]
+    assert main([*argv, "--steps", "1", "--lora-rank", "2"]) == 0
+    assert pixdiff.load(out).generate(classes="cat", n=1, steps=2, output="tensor").shape
+    pairs.write_text(json.dumps({**rows[0], "class": "bird"}) + "\n")
+    assert main(["align", str(base), "--out", str(tmp_path / "b"), "--pairs", str(pairs),
+                 *QUICK]) == 2  # fmt: skip
+    assert f"{pairs}:1: unknown class 'bird'" in capsys.readouterr().err

@@ -88,3 +88,31 @@ def test_scale_zero_is_the_base():
     lora.scale = 0.0
     with lora.applied(net):
         assert torch.equal(net(x, t), base)
+
+
+def test_dit_with_cross_attention_self_and_cross_projections():
+    from pixdiff.conditioning import Cond
+
+    torch.manual_seed(0)
+    cfg = preset("dit-tiny", in_channels=3, image_size=8, context_dim=8,
+                 pooled_dim=8)  # fmt: skip
+    net = build_net(cfg).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0.2, 0.9])
+    cond = Cond(context=torch.randn(2, 5, 8), context_mask=torch.ones(2, 5, dtype=torch.bool),
+                pooled=torch.randn(2, 8))  # fmt: skip
+    base = net(x, t, cond)
+    lora = LoRASet(net, LoRAConfig(rank=2, targets=("attn", "mlp")))
+    names = lora.module_names
+    assert any(n.endswith("attn.qkv") for n in names)
+    assert any(n.endswith("cross_attn.kv") for n in names)
+    assert any(n.endswith("mlp.2") for n in names)
+    with lora.applied(net):
+        assert torch.equal(net(x, t, cond), base)
+    randomise(lora)
+    with lora.applied(net):
+        adapted = net(x, t, cond)
+    lora.merge_into(net)
+    torch.testing.assert_close(net(x, t, cond), adapted, rtol=1e-5, atol=1e-5)

@@ -112,7 +112,10 @@ def run(args) -> int:
 
     def store(grid: TunedGrid) -> None:
         write_grid(model.path, grid)
-        fixed = "".join(f"{grid.fixed_rmse.get(g, float('nan')):>11.4f}" for g in FIXED_GRIDS)
+        fixed = "".join(  # "-": not a candidate (absent, or not ending denoised)
+            f"{grid.fixed_rmse[g]:>11.4f}" if g in grid.fixed_rmse else f"{'-':>11}"
+            for g in FIXED_GRIDS
+        )
         row = f"{grid.sampler:<12}{grid.nfe:>4}{grid.steps:>6}{grid.rmse:>9.4f}{fixed}"
         print(f"{row}   ({grid.tuned_on['start']})", flush=True)
 

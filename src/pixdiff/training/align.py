@@ -66,7 +66,10 @@ def read_pairs(path: str | Path, job: Job) -> ImageSet:
         if text:
             prompts.append(str(condition))
         elif job.base.num_classes:
-            labels.append(int(class_ids(condition, names or [], 1, flag="class")[0]))
+            try:
+                labels.append(int(class_ids(condition, names or [], 1, flag="class")[0]))
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
     if not rows:
         raise ValueError(f"{path} holds no pairs")
     return ImageSet(
@@ -132,9 +135,10 @@ def align(
         data.images[:, : data.images.shape[1] // 2].contiguous(), labels=data.labels,
         class_names=data.class_names, captions=data.captions, name="chosen",
     )  # fmt: skip
-    with claimed(out, resume=resume, overwrite=overwrite):
+    with claimed(out, resume=resume, overwrite=overwrite) as rundir:
         if resume:
             job.restore(out, read_json(out / CONFIG)[FINETUNE])
+        job.begin(out, rundir)
         stream = batches(
             data, batch_size=min(optim.batch_size, len(data)), seed=run.seed,
             start_step=job.state.step, flip=job.cfg.data.flip, device=job.device,

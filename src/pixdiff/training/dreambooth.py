@@ -143,9 +143,10 @@ def finetune(
     if class_prompt is not None and job.base.text_encoder is None:
         raise ValueError("--class-prompt needs a text-conditioned base run")
     instance = instance_set(job, data, instance_prompt)
-    with claimed(out, resume=resume, overwrite=overwrite):
+    with claimed(out, resume=resume, overwrite=overwrite) as rundir:
         if resume:
             job.restore(out, read_json(out / CONFIG)[FINETUNE])
+        job.begin(out, rundir)
         prior = None if class_prompt is None else prior_set(job, out, class_prompt, prior_images)
         stream = mixed_batches(
             instance, prior, batch_size=optim.batch_size, prior_share=prior_share,

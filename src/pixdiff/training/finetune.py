@@ -26,12 +26,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pixdiff.adapters import base_path, weights_sha256
-from pixdiff.checkpoint import LoadedModel, load, pixdiff_version
+from pixdiff.checkpoint import LoadedModel, encoder_in_run, load, pixdiff_version
 from pixdiff.config import OptimConfig, RunConfig, TrainConfig, from_dict, to_dict
 from pixdiff.data import Batch, ImageSet
 from pixdiff.loras import LORA, LORA_FILE, lora_section, save_lora
 from pixdiff.nets.lora import LoRAConfig, LoRASet
-from pixdiff.rundir import claim
+from pixdiff.rundir import RunDir, claim
 from pixdiff.shipped import SHIPPED_RUNS
 from pixdiff.training.batch_inputs import batch_inputs
 from pixdiff.training.ema import EMA as EMAWeights
@@ -167,13 +167,19 @@ class Job:
             path = out / "samples" / f"step_{step:07d}.png"
             return sample_grid(denoiser, self.cfg, path, self.device, prompts, data)
 
-    def loop(self, out, stream, loss_fn, data, prompts, *, progress: bool, label: str) -> None:
-        """Train to the last step: logs, grids, checkpoints; SIGINT/SIGTERM save and stop."""
-        state, run = self.state, self.cfg.run
-        if state.step == 0:
+    def begin(self, out: Path, rundir: RunDir) -> None:
+        """The first checkpoint (a new run), after which the run directory is kept whatever
+        happens (a stop, a crash: --resume continues)."""
+        if self.state.step == 0:
             self.save(out)
-            if run.sample_every:
-                self.grid(out, 0, data, prompts)  # "before": the base itself
+        rundir.commit()
+
+    def loop(self, out, stream, loss_fn, data, prompts, *, progress: bool, label: str) -> None:
+        """Train to the last step: logs, grids, checkpoints; SIGINT/SIGTERM save and stop.
+        :meth:`begin` comes first."""
+        state, run = self.state, self.cfg.run
+        if state.step == 0 and run.sample_every:
+            self.grid(out, 0, data, prompts)  # "before": the base itself
         logger, meter = open_loggers(
             run, out, state.step, batch_size=self.cfg.optim.batch_size, progress=progress,
             label=label,
@@ -189,8 +195,10 @@ class Job:
                 last = step == run.steps
                 if run.sample_every and (step % run.sample_every == 0 or last):
                     logger.log_images(step, "samples", self.grid(out, step, data, prompts))
-                if (run.checkpoint_every and step % run.checkpoint_every == 0) or last or (
-                    stop.requested
+                if (
+                    (run.checkpoint_every and step % run.checkpoint_every == 0)
+                    or last
+                    or (stop.requested)
                 ):
                     self.save(out)
                 if stop.requested:
@@ -209,7 +217,8 @@ def tuned_config(base: LoadedModel, name: str, optim: OptimConfig, run: RunConfi
         raise ValueError(f"{name}: finetune takes base models without low-res or control input")
     if optim.grad_accum != 1:
         raise ValueError("finetune takes optim.grad_accum=1")
-    return replace(train, optim=optim, run=replace(run, eval_every=0))
+    text = encoder_in_run(train.text, base.path)  # absolute: the new run lies elsewhere
+    return replace(train, optim=optim, run=replace(run, eval_every=0), text=text)
 
 
 def start(
