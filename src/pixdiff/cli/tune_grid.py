@@ -63,12 +63,13 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--last-step",
-        choices=("free", "denoise"),
-        default="free",
+        choices=("auto", "free", "denoise"),
+        default="auto",
         help="free: the cheapest path of the search, whose last step may be a long one to t = 0 "
         "(its image is then the blurred posterior mean there: low RMSE, soft detail); denoise: "
         "the last evaluation is at nearly zero noise, as the uniform-t, log-SNR and Karras grids "
-        "end (one NFE of the budget; sharper images; see BENCHMARKS.md, Tuned time grids)",
+        "end (one NFE of the budget; sharper images); auto: free for DDIM, denoise for the "
+        "rest, as measured on FD (BENCHMARKS.md, Tuned time grids)",
     )
     p.add_argument(
         "--guidance",

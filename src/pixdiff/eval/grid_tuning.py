@@ -20,6 +20,7 @@ from pixdiff.eval.grid_refine import refine_grid
 from pixdiff.eval.grid_search import (
     TEACHER,
     Trajectory,
+    default_last_step,
     endpoint_rmse,
     fixed_rmse,
     step_costs,
@@ -104,9 +105,12 @@ def tune(
     """The tuned grid of ``sampler`` at ``nfe`` evaluations: the cheapest path of the dynamic
     programme or, where one does better on the warm-up noises, a fixed grid; then ``refine``
     descent iterations (:func:`pixdiff.eval.grid_refine.refine_grid`). ``last_step``: see
-    :func:`pixdiff.eval.grid_search.tuned_times`. ``about`` (the warm-up's record) goes into
+    :func:`pixdiff.eval.grid_search.tuned_times`; "auto" picks the sampler's default
+    (:func:`pixdiff.eval.grid_search.default_last_step`). ``about`` (the warm-up's record) goes into
     ``tuned_on``."""
     steps = steps_for_nfe(sampler, nfe)
+    if last_step == "auto":  # the refinement moves every interior time: free then
+        last_step = "free" if refine else default_last_step(sampler)
     if refine and last_step != "free":
         raise ValueError("refinement (--refine) moves every interior time; use it with "
                          "--last-step free")  # fmt: skip
