@@ -4,6 +4,7 @@ $PIXDIFF_RELIABILITY_SUMMARY when that is set (RELIABILITY.md quotes it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -65,7 +66,8 @@ def reference_run(tiny_data, tmp_path_factory) -> Path:
 def paths(tiny_data, finished_run, tmp_path_factory) -> dict[str, Path]:
     """What :func:`tiny_runs.cheap_argv` needs: the finished run, a 4 -> 8 super-resolution
     run, the data, input images, a copy of the run for tune-grid to write into, random
-    Inception-v3 FID weights and the run exported as a diffusers folder."""
+    Inception-v3 FID weights, the run exported as a diffusers folder, a TorchScript scorer, a
+    pairs file and a LoRA run of it."""
     sr = tmp_path_factory.mktemp("runs") / "sr"
     assert main(train_argv(tiny_data, sr, "--sr-from", "4")) == 0
     images = input_images(tmp_path_factory.mktemp("inputs"))
@@ -74,5 +76,22 @@ def paths(tiny_data, finished_run, tmp_path_factory) -> dict[str, Path]:
     torch.save(FIDInceptionV3().state_dict(), inception)
     diffusers = tmp_path_factory.mktemp("diffusers") / "pipeline"  # for import
     assert main(["export", str(finished_run), str(diffusers), "--to", "diffusers"]) == 0
+    adapt = tmp_path_factory.mktemp("adapt")  # for make-pairs, align and lora merge
+    torch.jit.trace(MeanScore(), torch.zeros(1, 3, 8, 8)).save(str(adapt / "scorer.pt"))
+    pairs = adapt / "pairs.jsonl"
+    pairs.write_text(json.dumps({"class": 0, "chosen": str(images["in8"]),
+                                 "rejected": str(images["in8"])}) + "\n")  # fmt: skip
+    lora = adapt / "lora"
+    assert main(["finetune", str(finished_run), "--out", str(lora), "--data", str(tiny_data),
+                 "--lora-rank", "2", "--steps", "1", "--batch-size", "4", "--no-progress",
+                 "--sample-every", "0"]) == 0  # fmt: skip
     return {"run": finished_run, "sr": sr, "data": tiny_data, "tune": tune,
-            "inception": inception, "diffusers": diffusers, **images}  # fmt: skip
+            "inception": inception, "diffusers": diffusers, "scorer": adapt / "scorer.pt",
+            "pairs": pairs, "lora": lora, **images}  # fmt: skip
+
+
+class MeanScore(torch.nn.Module):
+    """A TorchScript scorer for make-pairs: an image's mean."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).mean(1)

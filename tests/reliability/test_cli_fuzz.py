@@ -282,7 +282,8 @@ def test_the_fuzzer_sees_every_command_and_flag():
     assert {"bench samplers", "train-classifier"} <= set(found)
     flags = {o for p in found.values() for a in p._actions for o in a.option_strings}
     assert {"--seed", "--device", "--out", "--set", "--guidance-interval", "--cascade"} <= flags
-    keys = ("run", "sr", "data", "tune", "in8", "in4", "mask8")
+    keys = ("run", "sr", "data", "tune", "in8", "in4", "mask8", "inception", "diffusers", "scorer",
+            "pairs", "lora")  # fmt: skip
     for name in found:  # a new command needs a fast invocation to be fuzzed
         assert cheap_argv(name, dict.fromkeys(keys, Path("x")), Path("out"))[0] == name.split()[0]
     assert os.environ.get("PIXDIFF_DEBUG") is None  # it would turn errors into tracebacks

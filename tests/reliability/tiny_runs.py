@@ -128,7 +128,7 @@ def cheap_argv(command: str, p: dict[str, Path], out: Path) -> list[str]:
     """A fast, successful invocation of ``command`` (as build_parser names it: 'bench samplers')
     on the tiny runs; ``p`` holds the paths 'run', 'sr', 'data', 'in8', 'in4', 'mask8',
     'tune' (a run that tune-grid may write into), 'inception' (random FID weights) and
-    'diffusers' (the run exported as a diffusers folder)."""
+    'diffusers' (the run exported as a diffusers folder), 'scorer', 'pairs' and 'lora'."""
     steps = ["--steps", "1", "--no-progress", "--out", out]
     table = {
         "train": train_argv(p["data"], out),
@@ -161,6 +161,19 @@ def cheap_argv(command: str, p: dict[str, Path], out: Path) -> list[str]:
         "convert-inception": ["convert-inception", p["inception"], "--out", out],
         "export": ["export", p["run"], out, "--to", "torchscript"],
         "import": ["import", p["diffusers"], "--out", out],
+        "finetune": [
+            "finetune", p["run"], "--out", out, "--data", p["data"], "--lora-rank", "2",
+            "--steps", "1", "--batch-size", "4", "--no-progress", "--sample-every", "0",
+        ],
+        "make-pairs": [
+            "make-pairs", p["run"], "--scorer", p["scorer"], "-k", "2", "--steps", "1",
+            "--out", out,
+        ],
+        "align": [
+            "align", p["run"], "--pairs", p["pairs"], "--out", out, "--lora-rank", "2",
+            "--steps", "1", "--batch-size", "2", "--no-progress", "--sample-every", "0",
+        ],
+        "lora merge": ["lora", "merge", p["lora"], "--out", out],
         "serve": ["serve", p["run"], "--port", "0"],  # with uvicorn.run stubbed (test_cli_fuzz)
         "tune-grid": [
             "tune-grid", p["tune"], "--nfe", "2", "-n", "1", "--reference-steps", "2",
