@@ -175,7 +175,7 @@ def test_generate_is_the_same_in_any_batch_size():
     model = Model.from_net(net, schedule="linear", prediction="eps")
     one = model.generate(n=4, steps=4, batch_size=4, output="tensor")
     two = model.generate(n=4, steps=4, batch_size=1, output="tensor")
-    torch.testing.assert_close(one, two, rtol=0, atol=1e-5)
+    torch.testing.assert_close(one, two, rtol=0, atol=1e-4)  # batch-size round-off, some CPUs
     assert torch.equal(model.generate(n=4, steps=4, batch_size=4, output="tensor"), one)
 
 

@@ -112,7 +112,7 @@ def test_prompt_to_the_text_model_and_the_cascade(client):
     result = r.json()
     assert decode(result["images"][0]).shape == (64, 64, 3) and result["nfe"] == 4
     args = build_parser().parse_args(shlex.split(result["command"])[1:])
-    assert args.cascade == [] and args.stage_steps == [2, 2] and args.prompt == "fire"
+    assert args.cascade == [] and args.stage_steps == [2, 2] and args.prompt == ["fire"]
 
 
 def test_edit_inpaint_and_upscale_take_uploads(client):
