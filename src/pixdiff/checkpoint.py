@@ -61,7 +61,8 @@ from torch import nn
 from pixdiff.config import SRConfig, TextConfig, from_dict
 from pixdiff.denoiser import Denoiser
 from pixdiff.files import atomic_write
-from pixdiff.nets import DiTConfig, UNetConfig, build_net
+from pixdiff.nets import DiTConfig, UNetConfig, VideoDiTConfig, VideoUNetConfig, build_net
+from pixdiff.nets.checks import state_mismatch
 from pixdiff.nets.prompts import PromptEncoder
 from pixdiff.nets.text import TextConditionedNet, text_encoder_of
 from pixdiff.schedule_registry import schedule_from_dict
@@ -72,7 +73,12 @@ CONFIG, MODEL, EMA, TRAIN_STATE = (
     "ema.safetensors",
     "train_state.safetensors",
 )
-_NET_TYPES = {"unet": UNetConfig, "dit": DiTConfig}
+_NET_TYPES = {
+    "unet": UNetConfig,
+    "dit": DiTConfig,
+    "video-unet": VideoUNetConfig,
+    "video-dit": VideoDiTConfig,
+}
 CHECKSUM = "checksum"  # "sha256:HEX" in a safetensors file's metadata and a JSON file
 
 
@@ -209,7 +215,8 @@ def malformed(source: str | Path, key: str) -> Iterator[None]:
 
 
 def net_config_to_dict(config: UNetConfig | DiTConfig) -> dict:
-    kind = next(k for k, v in _NET_TYPES.items() if isinstance(config, v))
+    # the exact type: a video config is a subclass of its image config
+    kind = next(k for k, v in _NET_TYPES.items() if type(config) is v)
     return {"type": kind, **config.to_dict()}
 
 
@@ -225,22 +232,10 @@ def load_state_into(module: nn.Module, state: dict[str, torch.Tensor], source: s
     """Copy ``state`` into ``module``, naming missing, unexpected, mis-shaped, non-float and
     non-finite tensors."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = [
-            f"missing {missing[:5]}" if missing else "",
-            f"unexpected {unexpected[:5]}" if unexpected else "",
-            f"shape mismatch {wrong[:3]}" if wrong else "",
-        ]
+    mismatch = state_mismatch(own, state, theirs="checkpoint", ours="network")
+    if mismatch:
         raise CheckpointError(
-            f"{source} does not fit this network (another architecture?): "
-            + "; ".join(p for p in parts if p)
+            f"{source} does not fit this network (another architecture?): {mismatch}"
         )
     check_values(state, own, source)
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})

@@ -8,7 +8,7 @@ condition reads as a sentence, not as a shape error deep inside a convolution.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -196,3 +196,24 @@ def self_conditioned(config: Any) -> bool:
     """Whether a network config takes the previous x0 estimate (a config from before the field
     existed, or of a network without it, does not)."""
     return bool(getattr(config, "self_condition", False))
+
+
+def state_mismatch(
+    own: Mapping[str, Tensor], state: Mapping[str, Tensor], *, theirs: str, ours: str
+) -> str:
+    """What keeps ``state`` from loading into a module whose state dict is ``own``: its missing,
+    unexpected and mis-shaped keys (a few of each), as ``"missing [...]; unexpected [...];
+    shape mismatch ['k: <theirs> (2, 3) vs <ours> (4, 3)']"``; "" when it fits."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k}: {theirs} {tuple(state[k].shape)} vs {ours} {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    parts = [
+        f"missing {missing[:5]}" if missing else "",
+        f"unexpected {unexpected[:5]}" if unexpected else "",
+        f"shape mismatch {wrong[:3]}" if wrong else "",
+    ]
+    return "; ".join(p for p in parts if p)

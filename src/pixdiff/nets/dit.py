@@ -16,6 +16,7 @@ embedding, :mod:`.patches`), ``rope`` (2-D rotary position embedding in self-att
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,9 @@ from pixdiff.nets.layers import (
 )
 from pixdiff.nets.patches import init_patch_embedding, patch_embedding
 from pixdiff.nets.rope import rope_2d
+
+# ``hook(i, tokens, c) -> tokens`` after the DiT's block i: (N, T, D) tokens, (N, D) condition.
+TokenHook = Callable[[int, Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,14 @@ class DiTConfig:
         return config_from_dict(cls, d)
 
 
+def init_linears(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every linear layer in ``module`` (DiT)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """adaLN: ``x * (1 + scale) + shift`` with (N, 1, D) modulation over (N, T, D) tokens."""
     return x * (1 + scale) + shift
@@ -174,12 +186,14 @@ class DiTBlock(nn.Module):
         context: Tensor | None,
         context_mask: Tensor | None,
         rope: tuple[Tensor, Tensor] | None = None,
+        bias: Tensor | None = None,
     ) -> Tensor:
-        """x (N, T, D) tokens, c (N, D) conditioning -> (N, T, D); rope: (cos, sin) or None."""
+        """x (N, T, D) tokens, c (N, D) conditioning -> (N, T, D); rope: (cos, sin) or None;
+        bias: attention logit bias, as :class:`.layers.SelfAttention` takes it, or None."""
         mod = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)  # 6 x (N, 1, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
         h = modulate(self.norm1(x), shift_msa, scale_msa)
-        x = x + gate_msa * self.attn(h, rope=rope)
+        x = x + gate_msa * self.attn(h, rope=rope, bias=bias)
         if self.cross_attn is not None:
             x = x + self.cross_attn(self.cross_norm(x), context, context_mask)
         return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
@@ -245,10 +259,7 @@ class DiT(nn.Module):
         outputs and the final linear zeroed (adaLN-Zero), so a fresh DiT outputs exactly zero;
         the guidance embedding's output zeroed, so a guided student starts as its teacher.
         """
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linears(self)
         init_patch_embedding(self.x_embedder)
         if self.embed.label is not None:
             nn.init.normal_(self.embed.label.table.weight, std=0.02)
@@ -265,13 +276,23 @@ class DiT(nn.Module):
         zero_module(self.final_layer.adaLN_modulation[-1])
         zero_module(self.final_layer.linear)
 
-    def forward(self, x: Tensor, c_noise: Tensor, cond: Cond | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        c_noise: Tensor,
+        cond: Cond | None = None,
+        *,
+        block_hook: TokenHook | None = None,
+    ) -> Tensor:
         """Predict the network output for noisy images.
 
         Args:
             x: (N, in_channels, H, W) noisy images, H and W multiples of ``patch_size``.
             c_noise: (N,) float noise conditioning, or a scalar broadcast to N.
             cond: the conditioning this net was built for (label / context / pooled / low_res).
+            block_hook: ``hook(i, tokens, c) -> tokens`` on the (N, T, D) tokens after block i
+                with the (N, D) conditioning vector; a video DiT inserts its temporal blocks
+                here (:mod:`pixdiff.nets.video_dit`).
 
         Returns:
             (N, in_channels * (2 if learn_sigma else 1), H, W).
@@ -284,8 +305,10 @@ class DiT(nn.Module):
         tokens = tokens + self._pos_embed(grid_h, grid_w).to(tokens.dtype)
         c = self.embed(c_noise, cond)  # (N, D)
         rope = self._rope(grid_h, grid_w)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             tokens = block(tokens, c, cond.context, cond.context_mask, rope)
+            if block_hook is not None:
+                tokens = block_hook(i, tokens, c)
         out = self.final_layer(tokens, c)  # (N, T, p * p * out_channels)
         return self.unpatchify(out, grid_h, grid_w)
 

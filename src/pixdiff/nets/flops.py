@@ -1,5 +1,5 @@
-"""Forward FLOPs per image of a network: counted analytically for the DiT family and measured
-with ``torch.utils.flop_counter`` for any network.
+"""Forward FLOPs per image (per clip, for a video network) of a network: counted analytically
+for the DiT family and measured with ``torch.utils.flop_counter`` for any network.
 
 Both count the matrix products (linear layers, convolutions, the two products of attention) at
 2 FLOPs per multiply-accumulate and leave out normalisation, activations, softmax and RoPE,
@@ -18,6 +18,7 @@ from pixdiff.conditioning import Cond
 from pixdiff.nets.checks import input_channels
 from pixdiff.nets.dit import DiTConfig
 from pixdiff.nets.patches import patch_embedding_macs
+from pixdiff.nets.video_dit import VideoDiTConfig
 
 
 def dit_flops(
@@ -62,8 +63,41 @@ def dit_flops(
     return {**flops, "total": sum(flops.values())}
 
 
-def measure_flops(net: nn.Module, shape: tuple[int, int, int], cond: Cond | None = None) -> int:
-    """Forward FLOPs of one (C, H, W) image through ``net(x, c_noise, cond)``, counted by
+def video_dit_flops(
+    config: VideoDiTConfig,
+    frames: int | None = None,
+    image_size: int | None = None,
+    *,
+    context_len: int = 0,
+) -> dict[str, int]:
+    """Forward FLOPs of one clip through a space-time DiT (:mod:`.video_dit`), by part.
+
+    The F frames each cost :func:`dit_flops`; each temporal block adds, over the T patch
+    positions' sequences of F frames, the multiply-accumulates adaLN 6 T D^2 (one modulation per
+    sequence), projections 4 T F D^2, attention 2 T F^2 D and MLP 2 T F D M (divided space-time
+    attention, Bertasius et al. 2021, Sec. 3: the temporal part is linear in T, quadratic in F).
+
+    Returns:
+        F times each of :func:`dit_flops`'s parts, ``temporal_adaln``,
+        ``temporal_attention``, ``temporal_attention_scores``, ``temporal_mlp`` and ``total``.
+    """
+    f, c = frames or config.num_frames, config
+    spatial = dit_flops(c.image_config(), image_size, context_len=context_len)
+    t, d = ((image_size or c.image_size) // c.patch_size) ** 2, c.hidden_size
+    macs = {
+        "temporal_adaln": c.depth * t * 6 * d * d,
+        "temporal_attention": c.depth * 4 * t * f * d * d,
+        "temporal_attention_scores": c.depth * 2 * t * f * f * d,
+        "temporal_mlp": c.depth * 2 * t * f * d * int(d * c.mlp_ratio),
+    }
+    flops = {name: f * value for name, value in spatial.items() if name != "total"}
+    flops.update({name: 2 * value for name, value in macs.items()})
+    return {**flops, "total": sum(flops.values())}
+
+
+def measure_flops(net: nn.Module, shape: tuple[int, ...], cond: Cond | None = None) -> int:
+    """Forward FLOPs of one (C, H, W) image (or (F, C, H, W) clip, for a video network)
+    through ``net(x, c_noise, cond)``, counted by
     ``torch.utils.flop_counter`` with attention on the math SDPA path (the fused kernels are
     not counted). A class-conditional net without ``cond`` gets label 0."""
     if cond is None and "label" in getattr(net, "required_cond", list)():

@@ -218,12 +218,18 @@ class SelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        bias: Tensor | None = None,
     ) -> Tensor:
         """x (N, T, D) -> (N, T, D); mask (N, T) bool, False = padding no token attends to;
-        rope: (cos, sin), each (T, D / heads / 2), from :func:`.rope.rope_2d`.
+        rope: (cos, sin), each (T, D / heads / 2), from :func:`.rope.rope_2d`; bias: float
+        (N or 1, heads or 1, T, T) added to the attention logits, -inf where a query must not
+        attend to a key (a relative position bias, :mod:`.temporal`).
 
-        Every row of ``mask`` needs at least one True (a padding-only row would give NaN).
+        Every row of ``mask`` and ``bias`` needs one key to attend to (else NaN).
         """
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (N, T, D)
         q, k, v = (_split_heads(a, self.num_heads) for a in (q, k, v))
@@ -232,6 +238,9 @@ class SelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         attend = None if mask is None else mask[:, None, None, :]  # (N, 1, 1, T) over keys
+        if bias is not None:
+            bias = bias.to(q.dtype)  # SDPA takes a float mask only in the queries' dtype
+            attend = bias if attend is None else bias.masked_fill(~attend, float("-inf"))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)  # (N, heads, T, d)
         return self.proj(_merge_heads(out))
 

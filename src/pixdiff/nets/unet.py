@@ -12,6 +12,7 @@ with ``learn_sigma``); it knows nothing of schedules or prediction types.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,10 @@ from pixdiff.nets.unet_blocks import (
     ResBlock,
     Upsample,
 )
+
+# ``hook(i, h) -> h`` on the output h of the U-Net's block i (input blocks, middle, output
+# blocks, numbered in forward order).
+BlockHook = Callable[[int, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -264,6 +269,7 @@ class UNet(nn.Module):
         cond: Cond | None = None,
         *,
         residuals: tuple[list[Tensor], Tensor] | None = None,
+        block_hook: BlockHook | None = None,
     ) -> Tensor:
         """Predict the network output for noisy images.
 
@@ -274,6 +280,9 @@ class UNet(nn.Module):
             residuals: (one per skip connection, one for the middle block's output), added to
                 them before the decoder: a ControlNet adapter's outputs (Zhang et al. 2023,
                 Sec. 3.2; :mod:`pixdiff.nets.control`).
+            block_hook: ``hook(i, h) -> h`` applied to the output of block i, numbered over
+                the input blocks, the middle block and the output blocks in forward order; a
+                video U-Net inserts its temporal layers here (:mod:`pixdiff.nets.video_unet`).
 
         Returns:
             (N, out_channels * (2 if learn_sigma else 1), H, W).
@@ -281,12 +290,16 @@ class UNet(nn.Module):
         c_noise = broadcast_c_noise(c_noise, x.shape[0], x.device)
         cond = self._check_inputs(x, cond)
         args = (self.embed(c_noise, cond), cond.context, cond.context_mask)  # emb (N, emb_dim)
-        skips, h = encode(self.input_blocks, self.middle, network_input(x, cond, self.config), args)
+        h = network_input(x, cond, self.config)
+        skips, h = encode(self.input_blocks, self.middle, h, args, block_hook=block_hook)
         if residuals is not None:
             skips = [s + r for s, r in zip(skips, residuals[0], strict=True)]
             h = h + residuals[1]
-        for block in self.output_blocks:
+        first = len(self.input_blocks) + 1  # number of the first output block
+        for i, block in enumerate(self.output_blocks):
             h = block(torch.cat([h, skips.pop()], dim=1), *args)
+            if block_hook is not None:
+                h = block_hook(first + i, h)
         return self.out(h)
 
     def required_cond(self) -> list[str]:
@@ -300,15 +313,25 @@ class UNet(nn.Module):
 
 
 def encode(
-    blocks: nn.ModuleList, middle: nn.Module, h: Tensor, args: tuple, hint: Tensor | None = None
+    blocks: nn.ModuleList,
+    middle: nn.Module,
+    h: Tensor,
+    args: tuple,
+    hint: Tensor | None = None,
+    *,
+    block_hook: BlockHook | None = None,
 ) -> tuple[list[Tensor], Tensor]:
     """The U-Net's encoder and middle block on the network input h: (the skip connections, the
     middle block's output). ``hint`` (a ControlNet's encoded map, Zhang et al. 2023) is added
-    after the input conv, so it also reaches the first skip connection."""
+    after the input conv, so it also reaches the first skip connection; ``block_hook`` as in
+    :meth:`UNet.forward` (its output is what the skip connection carries)."""
     skips = []
     for i, block in enumerate(blocks):
         h = block(h, *args)
         if i == 0 and hint is not None:
             h = h + hint
+        if block_hook is not None:
+            h = block_hook(i, h)
         skips.append(h)
-    return skips, middle(h, *args)
+    h = middle(h, *args)
+    return skips, h if block_hook is None else block_hook(len(blocks), h)

@@ -87,12 +87,12 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _to_tokens(x: Tensor) -> Tensor:
+def to_tokens(x: Tensor) -> Tensor:
     """(N, C, H, W) -> (N, H * W, C)."""
     return x.flatten(2).transpose(1, 2)
 
 
-def _to_map(tokens: Tensor, height: int, width: int) -> Tensor:
+def to_map(tokens: Tensor, height: int, width: int) -> Tensor:
     """(N, H * W, C) -> (N, C, H, W)."""
     n, _, c = tokens.shape
     return tokens.transpose(1, 2).reshape(n, c, height, width)
@@ -118,10 +118,10 @@ class AttentionBlock(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
         """x (N, C, H, W); context (N, L, D) or None; context_mask (N, L) bool or None."""
         height, width = x.shape[-2:]
-        x = x + _to_map(self.attn(_to_tokens(self.norm(x))), height, width)
+        x = x + to_map(self.attn(to_tokens(self.norm(x))), height, width)
         if self.cross is not None:
-            tokens = _to_tokens(self.cross_norm(x))  # (N, H * W, C)
-            x = x + _to_map(self.cross(tokens, context, context_mask), height, width)
+            tokens = to_tokens(self.cross_norm(x))  # (N, H * W, C)
+            x = x + to_map(self.cross(tokens, context, context_mask), height, width)
         return x
 
 

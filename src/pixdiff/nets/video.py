@@ -1,0 +1,210 @@
+"""What the video networks share: clip inputs turned into the per-frame inputs of their image
+network, the configs' image part, and loading an image network's weights into a video one.
+
+A clip batch is x of shape (B, F, C, H, W) with c_noise (B,) and a :class:`Cond` for each clip
+(labels, text context, pooled embedding: shared by the clip's frames). The fields shaped like
+the clip, ``low_res``, ``self_cond`` and ``control``, are (B, F, ...): one per frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from pixdiff.conditioning import Cond
+from pixdiff.nets.checks import (
+    broadcast_c_noise,
+    check_cond,
+    check_config_ints,
+    required_cond,
+    self_conditioned,
+    state_mismatch,
+)
+
+PER_FRAME = ("low_res", "self_cond", "control")  # Cond fields given for every frame
+
+C = TypeVar("C")
+
+
+def image_fields(config: Any, image_cls: type) -> dict[str, Any]:
+    """The fields of ``config`` that ``image_cls`` (the image network's config) declares."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(image_cls)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporalOptions:
+    """The fields every video network config adds to its image network's.
+
+    Attributes:
+        num_frames: frames of the clips the network is trained on (the default clip length
+            of sampling); the network accepts any number of frames.
+        temporal_pos_bias: learned relative position bias in temporal attention (T5 buckets,
+            :class:`.temporal.RelativePositionBias`); False leaves attention blind to frame order.
+        pos_bias_buckets: buckets of frame offsets (T5: 32); half for each direction.
+        pos_bias_max_distance: offsets from this on share the last bucket (T5: 128).
+    """
+
+    num_frames: int = 8
+    temporal_pos_bias: bool = True
+    pos_bias_buckets: int = 32
+    pos_bias_max_distance: int = 128
+
+    def check_temporal(self) -> None:
+        """Raise a ValueError naming a temporal field out of range."""
+        check_config_ints(
+            self, positive=("num_frames", "pos_bias_buckets", "pos_bias_max_distance")
+        )
+        if self.pos_bias_buckets < 4 or self.pos_bias_max_distance <= self.pos_bias_buckets // 4:
+            raise ValueError(
+                f"pos_bias_buckets={self.pos_bias_buckets} must be >= 4 and "
+                f"pos_bias_max_distance={self.pos_bias_max_distance} above pos_bias_buckets / 4"
+            )
+
+    @classmethod
+    def from_image(cls: type[C], image: Any, **video_fields: Any) -> C:
+        """This video config with every field of the image network's config ``image`` and
+        the given video fields (``num_frames``, the temporal layers' placement, ...)."""
+        return cls(**image_fields(image, type(image)), **video_fields)
+
+
+def check_clip(x: Tensor, *, channels: int, who: str) -> tuple[int, int]:
+    """(B, F) of a clip batch; a ValueError unless x is (B, F, channels, H, W)."""
+    if x.dim() != 5 or x.shape[2] != channels:
+        raise ValueError(
+            f"{who} expects clips x of shape (B, F, {channels}, H, W), got {tuple(x.shape)}"
+        )
+    return x.shape[0], x.shape[1]
+
+
+def check_independent(independent: Tensor | None, batch: int) -> None:
+    """A ValueError unless ``independent`` is None or a (B,) bool tensor."""
+    if independent is None:
+        return
+    if independent.dtype != torch.bool or tuple(independent.shape) != (batch,):
+        raise ValueError(
+            f"independent_frames must be a bool tensor of shape ({batch},) (one flag per clip), "
+            f"got {independent.dtype} {tuple(independent.shape)}"
+        )
+
+
+def frames_cond(cond: Cond | None, batch: int, frames: int, *, config: Any, who: str) -> Cond:
+    """The per-frame Cond of the B * F frames from the per-clip ``cond`` of B clips.
+
+    Checked at the clip level first (fields the network was built for, batch B), so a wrong
+    condition names the clip batch; clip fields are repeated for each frame, the fields in
+    :data:`PER_FRAME` flattened from (B, F, ...) to (B * F, ...).
+    """
+    optional = ("self_cond",) if self_conditioned(config) else ()
+    cond = check_cond(cond, batch=batch, required=required_cond(config), who=who, optional=optional)
+    for name in PER_FRAME:
+        value = getattr(cond, name)
+        if value is not None and (value.dim() < 2 or value.shape[1] != frames):
+            raise ValueError(
+                f"{who}: cond.{name} is given per frame, (B={batch}, F={frames}, ...), "
+                f"got {tuple(value.shape)}"
+            )
+    spread = {
+        n: v.flatten(0, 1) if n in PER_FRAME else v.repeat_interleave(frames, dim=0)
+        for n, v in ((n, getattr(cond, n)) for n in cond.present())
+    }
+    return dataclasses.replace(cond, **spread)
+
+
+def frames_inputs(
+    x: Tensor,
+    c_noise: Tensor | float,
+    cond: Cond | None,
+    independent: Tensor | None,
+    *,
+    config: Any,
+    who: str,
+) -> tuple[Tensor, Tensor, Cond]:
+    """Check a clip batch and return the image network's inputs for its B * F frames:
+    (x (B * F, C, H, W), c_noise (B * F,), Cond for every frame)."""
+    batch, frames = check_clip(x, channels=config.in_channels, who=who)
+    check_independent(independent, batch)
+    c_noise = broadcast_c_noise(c_noise, batch, x.device).repeat_interleave(frames)
+    return x.flatten(0, 1), c_noise, frames_cond(cond, batch, frames, config=config, who=who)
+
+
+class VideoNet(nn.Module):
+    """What a factorised video network is: an image network ``spatial`` run on every frame,
+    and temporal layers it reaches through the image network's ``block_hook``.
+
+    Subclasses set ``config``, ``spatial`` and ``temporal`` and give :meth:`block_hook`.
+    """
+
+    config: Any
+    spatial: nn.Module
+
+    def forward(
+        self,
+        x: Tensor,
+        c_noise: Tensor,
+        cond: Cond | None = None,
+        *,
+        independent_frames: Tensor | None = None,
+    ) -> Tensor:
+        """Predict the network output for noisy clips.
+
+        Args:
+            x: (B, F, in_channels, H, W) noisy clips; H and W as the image network needs.
+            c_noise: (B,) noise conditioning of each clip, or a scalar.
+            cond: one Cond per clip (label, context, pooled: shared by its frames; low_res,
+                self_cond and control given per frame as (B, F, ...)).
+            independent_frames: (B,) bool, True where a clip's frames are unrelated images
+                (joint image-video training, Ho et al. 2022a, Sec. 3): each frame attends only
+                to itself and skips the temporal convolutions. None: every clip is a video.
+
+        Returns:
+            (B, F, out_channels * (2 if learn_sigma else 1), H, W).
+        """
+        who = type(self).__name__
+        frames_x, frames_noise, frames_cond = frames_inputs(
+            x, c_noise, cond, independent_frames, config=self.config, who=who
+        )
+        hook = self.block_hook(x.shape[1], independent_frames)
+        out = self.spatial(frames_x, frames_noise, frames_cond, block_hook=hook)
+        return out.unflatten(0, (x.shape[0], x.shape[1]))
+
+    def block_hook(self, frames: int, independent: Tensor | None) -> Callable[..., Tensor]:
+        """The image network's ``block_hook`` that runs the temporal layers on clips of
+        ``frames`` frames."""
+        raise NotImplementedError
+
+    def required_cond(self) -> list[str]:
+        """Names of the Cond fields this network needs on every call."""
+        return self.spatial.required_cond()
+
+
+def init_from_image(video_net: VideoNet, image_state: Mapping[str, Tensor]) -> list[str]:
+    """Load an image network's weights into the spatial layers of a video network, as
+    Make-A-Video (Singer et al. 2022, Sec. 3.2) starts its spatial layers from a trained
+    text-to-image model and its new temporal layers as the identity.
+
+    ``image_state`` is the state dict of the image U-Net (DiT) the video network's
+    ``spatial`` submodule is: built from the same config fields (``Video*Config.from_image``).
+    The temporal layers keep their zero-initialised outputs, so afterwards the video network
+    computes exactly the image network on every frame.
+
+    Returns:
+        The video network's state-dict keys left as they were (the temporal layers).
+
+    Raises:
+        ValueError: naming missing, unexpected and mis-shaped keys (then nothing is loaded).
+    """
+    spatial = video_net.spatial
+    mismatch = state_mismatch(spatial.state_dict(), image_state, theirs="image", ours="video")
+    if mismatch:
+        raise ValueError(
+            f"the image weights do not fit {type(video_net).__name__}'s spatial "
+            f"{type(spatial).__name__}: {mismatch}. Build the video config from the image "
+            "model's (Video*Config.from_image) and pass the image network's own state dict "
+            "(a text-conditioned run's is under 'net.')"
+        )
+    spatial.load_state_dict(dict(image_state))
+    return sorted(k for k in video_net.state_dict() if not k.startswith("spatial."))
