@@ -1,6 +1,11 @@
-"""Datasets as compact uint8 :class:`ImageSet` s, and resumable, sharded training batches."""
+"""Datasets as compact uint8 :class:`ImageSet` s (clips: :class:`ClipSet` s), and resumable,
+sharded training batches. Clip files are written by :mod:`pixdiff.data.video_io`, which is not
+imported here (it imports :mod:`pixdiff.images`, which imports this package)."""
 
 from .batching import Batch, BatchPlan, batches, gather_batch
+from .clip_folder import load_clip_folder
+from .clip_set import ClipSet
+from .clips import ClipSpec, load_clips, make_clips
 from .control import CONTROL_KINDS, ControlConfig, compute_maps, with_control
 from .emoji import load_emoji, render_emoji
 from .fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
@@ -16,13 +21,17 @@ from .image_set import (
     to_model_space,
 )
 from .load import DATASET_NAMES, load_dataset
+from .motions import MOTIONS
 
 __all__ = [
     "CONTROL_KINDS",
     "DATASET_NAMES",
     "FASHION_MNIST_CLASSES",
+    "MOTIONS",
     "Batch",
     "BatchPlan",
+    "ClipSet",
+    "ClipSpec",
     "ControlConfig",
     "ImageSet",
     "Split",
@@ -32,6 +41,9 @@ __all__ = [
     "default_cache_dir",
     "from_model_space",
     "gather_batch",
+    "make_clips",
+    "load_clip_folder",
+    "load_clips",
     "load_dataset",
     "load_emoji",
     "load_fashion_mnist",

@@ -113,20 +113,23 @@ def read_metadata(path: Path) -> Metadata:
     return meta
 
 
-def _column(values: dict, names: list[str], column: str, path: Path) -> list | None:
-    """``values`` for each image in order; None if the column is absent; error if incomplete."""
+def metadata_column(
+    values: dict, names: list[str], column: str, path: Path, *, item: str = "image"
+) -> list | None:
+    """``values`` for each image (or other ``item``: a clip) in order; None if the column is
+    absent; error if incomplete."""
     if not values:
         return None
     missing = [n for n in names if n not in values]
     if missing:
         raise ValueError(
-            f'{path}: no "{column}" for {len(missing)} of {len(names)} images (first: '
-            f"{missing[0]!r}); add a line for every image or move the others out of the folder"
+            f'{path}: no "{column}" for {len(missing)} of {len(names)} {item}s (first: '
+            f"{missing[0]!r}); add a line for every {item} or move the others out of the folder"
         )
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ValueError(
-            f"{path}: lists {len(unknown)} file(s) not found as images in the folder "
+            f"{path}: lists {len(unknown)} file(s) not found as {item}s in the folder "
             f"(first: {unknown[0]!r}); fix file_name (relative to the folder)"
         )
     return [values[n] for n in names]
@@ -239,8 +242,8 @@ def _annotations(
 ) -> tuple[list | None, list[str] | None]:
     """Per-image raw labels and captions, from metadata.jsonl and/or the folder names."""
     meta_path = root / METADATA_FILE
-    labels = _column(meta.labels, names, "label", meta_path)
-    texts = _column(meta.texts, names, "text", meta_path)
+    labels = metadata_column(meta.labels, names, "label", meta_path)
+    texts = metadata_column(meta.texts, names, "text", meta_path)
     if labels_from_dirs:
         if labels is not None:
             raise ValueError(f"{meta_path} has labels; drop labels_from_dirs=True or the column")

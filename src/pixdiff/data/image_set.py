@@ -79,11 +79,7 @@ class ImageSet:
     @property
     def num_classes(self) -> int | None:
         """Number of classes: ``len(class_names)``, else ``max(label) + 1``, else None."""
-        if self.class_names is not None:
-            return len(self.class_names)
-        if self.labels is None or len(self.labels) == 0:
-            return None
-        return int(self.labels.max()) + 1
+        return count_classes(self.class_names, self.labels)
 
     def subset(self, rows: Tensor, *, name: str) -> ImageSet:
         """The images (and their labels and captions) at ``rows``, a 1-D index tensor."""
@@ -91,6 +87,15 @@ class ImageSet:
         labels = None if self.labels is None else self.labels[rows]
         control = None if self.control is None else self.control[rows]
         return ImageSet(self.images[rows], labels, self.class_names, captions, name, control)
+
+
+def count_classes(class_names: list[str] | None, labels: Tensor | None) -> int | None:
+    """Number of classes: ``len(class_names)``, else ``max(label) + 1``, else None."""
+    if class_names is not None:
+        return len(class_names)
+    if labels is None or len(labels) == 0:
+        return None
+    return int(labels.max()) + 1
 
 
 def concatenate(parts: list[ImageSet], *, name: str) -> ImageSet:
