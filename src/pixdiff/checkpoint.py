@@ -269,11 +269,25 @@ class LoadedModel:
     config: dict
     class_names: list[str] | None
     path: Path
+    frames: int | None = None  # a video model's clip length when sampling; None: num_frames
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, ...]:
+        """A sample's shape: (C, H, W) for an image model, (F, C, H, W) for a video model."""
         c = self.net.config
-        return (c.in_channels, c.image_size, c.image_size)
+        image = (c.in_channels, c.image_size, c.image_size)
+        if not hasattr(c, "num_frames"):
+            return image
+        return (c.sample_frames(self.frames), *image)
+
+    def with_frames(self, frames: int | None) -> LoadedModel:
+        """This video model sampling clips of ``frames`` frames (None: its ``num_frames``);
+        one line beyond the frames it was trained on, or for an image model."""
+        if frames is not None and not hasattr(self.net.config, "num_frames"):
+            raise ValueError(f"--frames {frames}: {self.path} is an image model, not a video one")
+        if frames is not None:
+            self.net.config.sample_frames(frames)
+        return replace(self, frames=frames)
 
     @property
     def num_classes(self) -> int:

@@ -38,6 +38,10 @@ class Cond:
             network trained with it, or read by a ControlNet adapter
             (:mod:`pixdiff.nets.control`). All zeros is the null map (no uint8 map gives 0),
             what a dropped map is replaced by in training.
+        independent_frames: (N,) bool, for a video network (:mod:`pixdiff.nets.video`) only:
+            True where a clip's frames are unrelated images, so each frame attends only to
+            itself (joint image and video training, Ho et al. 2022a, Sec. 3). Set by the
+            trainer's image share (``data.image_share``); image networks reject it.
     """
 
     label: Tensor | None = None
@@ -49,6 +53,7 @@ class Cond:
     guidance: Tensor | None = None
     self_cond: Tensor | None = None
     control: Tensor | None = None
+    independent_frames: Tensor | None = None
 
     def present(self) -> list[str]:
         """Names of the fields that are set."""

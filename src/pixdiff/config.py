@@ -43,7 +43,8 @@ def interval_of(key: str) -> str | None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What to train on: 'fashion-mnist', 'emoji' or a folder path."""
+    """What to train on: 'fashion-mnist', 'emoji' or an image folder; or clips (docs/video.md):
+    'fashion-clips', 'emoji-clips' or a clip folder (a folder with ``frames`` > 0)."""
 
     name: str = "fashion-mnist"
     image_size: int = 28
@@ -53,6 +54,15 @@ class DataConfig:
     flip: bool = False  # random horizontal flips
     skip_bad_images: bool = False
     conditional: bool = True  # condition on what the data has: captions (text), else labels
+    # clips: frames per clip (0: 16 for the clip sets; a folder is read as clips only with > 0)
+    frames: int = valid_in("[0, 64]", 0)
+    num_clips: int = valid_in("[1, inf)", 1024)  # how many synthetic clips (fashion/emoji-clips)
+    # joint image and video training (Ho et al. 2022a, Sec. 3): this share of a batch's clips
+    # trains as separate frames (each attends only to itself; Cond.independent_frames)
+    image_share: float = valid_in("[0, 1)", 0.0)
+
+    def __post_init__(self) -> None:
+        check_intervals(self, "data")
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,9 @@ class ModelConfig:
 
     preset: str = "unet-small"
     overrides: dict = field(default_factory=dict)
+    # a video run's start: an image run whose weights fill the spatial layers, its network
+    # config fixing theirs (pixdiff.nets.init_from_image; Singer et al. 2022, Sec. 3.2)
+    init_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ Net = Callable[..., Tensor]
 class Denoised(NamedTuple):
     """A denoiser's estimate at (x_t, t).
 
-    x0, eps: (N, C, H, W) in float32 (float64 if x_t is float64).
+    x0, eps: (N, C, H, W) in float32 ((N, F, C, H, W) for clips) (float64 if x_t is float64).
     var_output: the extra channels of a learned-variance network (Nichol & Dhariwal 2021), or None.
     raw: the network's prediction in its own parameterization (for losses).
     """
@@ -101,7 +101,8 @@ class Denoiser(nn.Module):
         out = self._call_net(x_in, c_noise, cond).to(_work_dtype(x_t))
         var_output = None
         if self.learn_sigma:
-            out, var_output = out.chunk(2, dim=1)
+            # the channel axis of (N, C, H, W) images and of (N, F, C, H, W) clips alike
+            out, var_output = out.chunk(2, dim=-3)
         if out.shape != x_t.shape:
             raise ValueError(
                 f"network returned shape {tuple(out.shape)} for input {tuple(x_t.shape)}"

@@ -180,3 +180,53 @@ class ExactClassifier:
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         c = self.schedule.coefs(t, 2)
         return self.gm.class_log_posterior(x_t, c.alpha, c.sigma)
+
+
+@dataclass(frozen=True)
+class FrameCorrelatedGaussian:
+    """Clips x0 (F, C, H, W) ~ N(0, Sigma) across frames, i.i.d. over pixels, with
+    Sigma_ij = std^2 rho^|i - j| (an AR(1) process in time): the video oracle.
+
+    On x_t = alpha x0 + sigma eps the posterior mean is linear (Gaussian conditioning,
+    e.g. Bishop 2006, Eq. 2.116): E[x0 | x_t] = alpha Sigma (alpha^2 Sigma + sigma^2 I)^-1 x_t
+    on the frame axis; with Sigma = U diag(l) U^T that is U diag(alpha l / (alpha^2 l +
+    sigma^2)) U^T x_t.
+    """
+
+    frames: int
+    rho: float
+    std: float = 0.5
+
+    def covariance(self) -> Tensor:
+        """Sigma, (F, F) float64."""
+        i = torch.arange(self.frames, dtype=torch.float64)
+        return self.std**2 * self.rho ** (i[:, None] - i[None, :]).abs()
+
+    def posterior_mean(self, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """E[x0 | x_t] for x_t (N, F, ...) and alpha, sigma (N,) or scalars, in float64."""
+        lam, u = torch.linalg.eigh(self.covariance())  # Sigma = U diag(lam) U^T
+        a = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1, 1)
+        s = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1)
+        gain = a * lam / (a**2 * lam + s**2)  # (N or 1, F)
+        z = torch.einsum("fg,ng...->nf...", u.T, x_t.double())  # the eigenbasis
+        z = z * gain.reshape(*gain.shape, *(1,) * (x_t.dim() - 2))
+        return torch.einsum("fg,ng...->nf...", u, z)
+
+    def exact_denoiser(self, schedule: Schedule) -> FrameDenoiser:
+        """The exact posterior mean as a ``(x_t, t, cond) -> Denoised`` on clips."""
+        return FrameDenoiser(self, schedule)
+
+
+class FrameDenoiser:
+    """E[x0 | x_t] of a :class:`FrameCorrelatedGaussian`, in float64."""
+
+    def __init__(self, data: FrameCorrelatedGaussian, schedule: Schedule):
+        self.data, self.schedule = data, schedule
+
+    def __call__(self, x: Tensor, t: Tensor, cond=None) -> Denoised:
+        c = self.schedule.coefs(torch.as_tensor(t, dtype=torch.float64), x.dim())
+        n = x.shape[0]
+        x0 = self.data.posterior_mean(
+            x, c.alpha.reshape(-1).expand(n), c.sigma.reshape(-1).expand(n)
+        )
+        return Denoised(x0, eps_from_x0(x.double(), x0, c), None, x0)

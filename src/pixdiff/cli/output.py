@@ -52,6 +52,18 @@ class Output:
         self.add(*paths)
         return paths[0]
 
+    def write_clips(self, x: torch.Tensor, *, fps: float = 8) -> Path:
+        """Write clips (N, F, C, H, W): a GIF and an MP4 per clip (the MP4 skipped with a
+        warning without imageio) and grid.png, one row of frames per clip; returns the grid's
+        path (docs/video.md)."""
+        from pixdiff.data.video_io import save_clip, write_frame_grid
+
+        grid = write_frame_grid(x, self.path / "grid.png")
+        self.add(grid)
+        for i, clip in enumerate(x):
+            self.add(*save_clip(clip, self.path / f"{i:06d}", fps=fps, formats=("gif", "mp4")))
+        return grid
+
     def add(self, *paths: Path) -> None:
         """Record files written into the directory."""
         self.files += [str(p.relative_to(self.path)) for p in paths]
@@ -113,6 +125,11 @@ def open_output(args, *, command: str, settings: dict, names: list[str]) -> Iter
 def image_names(n: int) -> list[str]:
     """The files ``Output.write_images`` writes for n images."""
     return ["grid.png", *(f"{i:06d}.png" for i in range(n))]
+
+
+def clip_names(n: int) -> list[str]:
+    """The files ``Output.write_clips`` writes for n clips."""
+    return ["grid.png", *(f"{i:06d}.{ext}" for i in range(n) for ext in ("gif", "mp4"))]
 
 
 def settings_of(args, **resolved) -> dict:

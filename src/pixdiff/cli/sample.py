@@ -8,7 +8,7 @@ from pixdiff.cli import flags, parallel
 from pixdiff.cli.cascade import add_cascade_flags, check_no_cascade_flags, run_cascade
 from pixdiff.cli.control_flags import add_control_flags, load_controlled, with_control
 from pixdiff.cli.lora_flags import add_lora_flags, with_loras
-from pixdiff.cli.output import image_names, open_output, settings_of
+from pixdiff.cli.output import clip_names, image_names, open_output, settings_of
 from pixdiff.cli.steering_flags import add_conditioning_flags, read_prompt_flags, steering
 from pixdiff.images import make_grid, save_gif
 from pixdiff.pipelines.generate import TrajectoryRecorder, generate
@@ -45,6 +45,14 @@ def add_parser(sub) -> None:
     add_lora_flags(p)
     p.add_argument("--batch-size", type=flags.positive, default=64, help="images per sampler batch")
     p.add_argument(
+        "--frames",
+        type=flags.positive,
+        default=None,
+        help="a video model's clip length (default: the frames it was trained on, also the "
+        "most it makes); writes a GIF and an MP4 per clip and grid.png, a row of frames each",
+    )
+    p.add_argument("--fps", type=flags.positive, default=8, help="clips' frames per second")
+    p.add_argument(
         "--trajectory",
         action="store_true",
         help="also save trajectory.gif: x_t beside the predicted x0 at every step",
@@ -71,6 +79,11 @@ def run(args) -> int:
             f"{model.image_shape[-1]}): use `pixdiff upscale RUN --input IMAGE` or "
             "`pixdiff sample --cascade BASE_RUN RUN`"
         )
+    if args.frames is not None:
+        model = model.with_frames(args.frames)
+    video = len(model.image_shape) == 4
+    if video and args.trajectory:
+        raise ValueError("--trajectory is for image models; a video model writes clips")
     use_run_defaults(args, model.config)
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
     request = with_control(args, model, steering(args))
@@ -82,17 +95,22 @@ def run(args) -> int:
         seed=args.seed,
         seeds=flags.seeds(args),
     )  # fmt: skip
-    names = [*image_names(n), "trajectory.gif"]
+    names = [*(clip_names(n) if video else image_names(n)), "trajectory.gif"]
     with open_output(args, command="sample", settings=settings, names=names) as out:
         x = generate(
             model, request, sampling, n=n, seed=args.seed, batch_size=args.batch_size,
             device=args.device, progress=not args.no_progress, recorder=recorder,
             dtype=torch.float64 if args.float64 else torch.float32,
         )  # fmt: skip
-        rows = flags.several_prompts(args)  # a grid row per prompt
-        labels = request.resolve(model, n).labels  # or a grid row per class (--class all)
-        grid = out.write_images(x, nrow=rows, rows=labels)
-        print(f"wrote {n} images ({sampling.sampler}, {sampling.steps} steps); grid: {grid}")
+        if video:
+            grid = out.write_clips(x, fps=args.fps)
+            print(f"wrote {n} clips of {x.shape[1]} frames ({sampling.sampler}, "
+                  f"{sampling.steps} steps); grid: {grid}")  # fmt: skip
+        else:
+            rows = flags.several_prompts(args)  # a grid row per prompt
+            labels = request.resolve(model, n).labels  # or a grid row per class (--class all)
+            grid = out.write_images(x, nrow=rows, rows=labels)
+            print(f"wrote {n} images ({sampling.sampler}, {sampling.steps} steps); grid: {grid}")
         if sampling.parallel is not None:
             n = sampling.parallel.stats
             rounds = f"{n['rounds']} sequential rounds (sequential: {n['sequential']})"

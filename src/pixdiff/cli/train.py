@@ -53,6 +53,8 @@ NAMED_FLAGS = {
     "--text-encoder": "text.encoder",
     "--logger": "run.logger",
     "--control": "control.kind",
+    "--frames": "data.frames",
+    "--init-from": "model.init_from",
 }
 
 
@@ -69,7 +71,8 @@ def add_parser(sub) -> None:
         "--data",
         default=None,
         help="fashion-mnist | emoji | PATH to an image folder (optional "
-        "metadata.jsonl); default fashion-mnist. Captioned data (emoji, metadata.jsonl "
+        "metadata.jsonl) | fashion-clips | emoji-clips | PATH to a clip folder with --frames "
+        "(docs/video.md); default fashion-mnist. Captioned data (emoji, metadata.jsonl "
         "'text') trains a text-conditioned model, labelled data a class-conditional one "
         "(data.conditional=false: neither)",
     )
@@ -92,6 +95,22 @@ def add_parser(sub) -> None:
         "control.layout_cells), or PATH, a folder of maps named as the --data folder's images "
         "(the data folder itself: its metadata.jsonl conditioning_image column). Maps are "
         "dropped with control.dropout (0.1) for --control-guidance; see docs/concepts.md",
+    )
+    p.add_argument(
+        "--frames",
+        type=integer("data.frames"),
+        default=None,
+        help="frames per clip of clip data (fashion-clips, emoji-clips, or a clip folder, which "
+        "is read as images without it); a video preset (video-unet-tiny, video-dit-tiny) "
+        "trains on them; see docs/video.md (data.frames; default 0: 16 for the clip sets)",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="RUN",
+        help="start a video run's spatial layers from the image run RUN (its network config "
+        "fixes theirs; its text encoder too), so it starts as that model on every frame "
+        f"({config_default('model.init_from')})",
     )
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
     p.add_argument(
@@ -231,6 +250,8 @@ def build_config(args) -> TrainConfig:
             value = True if value else None
         elif flag == "--text-encoder":  # relative to the run, so the two can move together
             value = _relative_to_run(value, Path(args.out))
+        elif flag == "--init-from" and value is not None:
+            value = str(Path(value).expanduser().resolve())
         elif flag == "--control" and value not in (None, "none", *CONTROL_KINDS):
             value = str(Path(value).expanduser().resolve())  # a map folder, from anywhere
         if value is not None:

@@ -4,6 +4,7 @@ imported here (it imports :mod:`pixdiff.images`, which imports this package)."""
 
 from .batching import Batch, BatchPlan, batches, gather_batch
 from .clip_folder import load_clip_folder
+from .clip_load import CLIP_DATASETS, is_clip_dataset, load_clip_dataset
 from .clip_set import ClipSet
 from .clips import ClipSpec, load_clips, make_clips
 from .control import CONTROL_KINDS, ControlConfig, compute_maps, with_control
@@ -24,6 +25,7 @@ from .load import DATASET_NAMES, load_dataset
 from .motions import MOTIONS
 
 __all__ = [
+    "CLIP_DATASETS",
     "CONTROL_KINDS",
     "DATASET_NAMES",
     "FASHION_MNIST_CLASSES",
@@ -42,6 +44,8 @@ __all__ = [
     "from_model_space",
     "gather_batch",
     "make_clips",
+    "is_clip_dataset",
+    "load_clip_dataset",
     "load_clip_folder",
     "load_clips",
     "load_dataset",

@@ -19,8 +19,9 @@ from pixdiff.data.image_set import ImageSet, to_model_space
 
 
 class Batch(NamedTuple):
-    """One training batch: images (B, C, H, W) float [-1, 1], labels (B,) or None, captions,
-    and control maps (B, C', H, W) float [-1, 1] or None (flipped with their images)."""
+    """One training batch: images (B, C, H, W) float [-1, 1] (a ClipSet's: clips (B, F, C,
+    H, W)), labels (B,) or None, captions, and control maps (B, C', H, W) float [-1, 1] or
+    None (flipped with their images)."""
 
     images: Tensor
     labels: Tensor | None

@@ -63,6 +63,17 @@ class ClipSet:
         return len(self.clips)
 
     @property
+    def images(self) -> Tensor:
+        """The clips, under the name the trainer's batching reads from an ImageSet
+        (:func:`pixdiff.data.batches` works on either: a batch's images are then clips)."""
+        return self.clips
+
+    @property
+    def control(self) -> None:
+        """Clips carry no control maps (what the batching reads from an ImageSet)."""
+        return None
+
+    @property
     def frames(self) -> int:
         """Frames per clip, F."""
         return self.clips.shape[1]

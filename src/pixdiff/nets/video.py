@@ -64,6 +64,21 @@ class TemporalOptions:
                 f"pos_bias_max_distance={self.pos_bias_max_distance} above pos_bias_buckets / 4"
             )
 
+    def sample_frames(self, frames: int | None) -> int:
+        """The clip length to sample: ``frames``, else ``num_frames``; a ValueError beyond
+        ``num_frames``. The relative position bias was learned on offsets below num_frames
+        only, and T5's log-spaced buckets give longer offsets a bias no clip trained
+        (Raffel et al. 2020, Sec. 2.1), so the network does not extrapolate in time."""
+        if frames is None:
+            return self.num_frames
+        if not 1 <= frames <= self.num_frames:
+            raise ValueError(
+                f"--frames {frames}: the model was trained on {self.num_frames}-frame clips and "
+                f"makes 1 to {self.num_frames} frames (its temporal position bias never saw "
+                "longer offsets)"
+            )
+        return frames
+
     @classmethod
     def from_image(cls: type[C], image: Any, **video_fields: Any) -> C:
         """This video config with every field of the image network's config ``image`` and
@@ -131,6 +146,19 @@ def frames_inputs(
     return x.flatten(0, 1), c_noise, frames_cond(cond, batch, frames, config=config, who=who)
 
 
+def split_independent(
+    cond: Cond | None, independent: Tensor | None, *, who: str
+) -> tuple[Cond | None, Tensor | None]:
+    """(the Cond less its ``independent_frames``, the flag from either place); a ValueError
+    when both give it. The image network never sees the field."""
+    if cond is None or cond.independent_frames is None:
+        return cond, independent
+    if independent is not None:
+        raise ValueError(f"{who}: independent_frames given both as an argument and in cond")
+    rest = dataclasses.replace(cond, independent_frames=None)
+    return (rest if rest.present() else None), cond.independent_frames
+
+
 class VideoNet(nn.Module):
     """What a factorised video network is: an image network ``spatial`` run on every frame,
     and temporal layers it reaches through the image network's ``block_hook``.
@@ -159,11 +187,14 @@ class VideoNet(nn.Module):
             independent_frames: (B,) bool, True where a clip's frames are unrelated images
                 (joint image-video training, Ho et al. 2022a, Sec. 3): each frame attends only
                 to itself and skips the temporal convolutions. None: every clip is a video.
+                The same flag may come as ``cond.independent_frames`` (how the trainer and
+                the Denoiser pass it), not both.
 
         Returns:
             (B, F, out_channels * (2 if learn_sigma else 1), H, W).
         """
         who = type(self).__name__
+        cond, independent_frames = split_independent(cond, independent_frames, who=who)
         frames_x, frames_noise, frames_cond = frames_inputs(
             x, c_noise, cond, independent_frames, config=self.config, who=who
         )

@@ -75,6 +75,7 @@ class Request:
     control_from: ImageInput | None = None  # a photo to compute the control map from
     control_guidance: float | None = None
     control_scale: float | None = None
+    frames: int | None = None  # a video model's clip length (None: the frames it trained on)
 
     def count(self) -> int:
         """n, else the number of classes or prompts given as a sequence, else 1."""
@@ -124,11 +125,13 @@ class Request:
         return replace(chosen, net_dtype=self.net_dtype)
 
 
-def _images(x: Tensor, output: Output) -> list[Image.Image] | Tensor:
+def _images(x: Tensor, output: Output) -> list[Image.Image] | list[list[Image.Image]] | Tensor:
     if output == "tensor":
         return x.clamp(-1, 1)
     if output != "pil":
         raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+    if x.dim() == 5:  # clips: a list of frames each
+        return [[to_pil(frame) for frame in clip] for clip in x.clamp(-1, 1)]
     return [to_pil(img) for img in x.clamp(-1, 1)]
 
 
@@ -155,11 +158,12 @@ class Generator(ABC):
         control_from: ImageInput | None = None,
         control_guidance: float | None = None,
         control_scale: float | None = None,
+        frames: int | None = None,
         seed: int = 0,
         batch_size: int = 64,
         output: Output = "pil",
         progress: bool = False,
-    ) -> list[Image.Image] | Tensor:
+    ) -> list[Image.Image] | list[list[Image.Image]] | Tensor:
         """n images (default: one per class or prompt given as a list, else 1); image i uses
         seed + i. ``classes`` are names (case-insensitive) or ids, or "all"; ``prompts`` for a
         text-conditioned model. Sampler and steps default to the run's (every stage's own in a
@@ -175,12 +179,14 @@ class Generator(ABC):
         the model's kind of map is computed from) steers a control model (the base stage of a
         cascade), with the map's own guidance scale ``control_guidance`` (InstructPix2Pix's
         s_I) and a ControlNet adapter's strength ``control_scale`` (docs/concepts.md, Sec. 18).
-        Returns PIL images, or with
-        ``output="tensor"`` an (n, C, H, W) tensor in [-1, 1]."""
+        A video model (docs/video.md) draws clips of ``frames`` frames (default: the number it
+        was trained on, also the most it makes). Returns PIL images, or with
+        ``output="tensor"`` an (n, C, H, W) tensor in [-1, 1]; for a video model, a list of
+        PIL frames per clip, or an (n, F, C, H, W) tensor."""
         request = Request(
             classes, prompts, n, steps, nfe, sampler, grid, guidance, negative_class,
             negative_prompt, options, guide_with, net_dtype, control, control_from,
-            control_guidance, control_scale,
+            control_guidance, control_scale, frames,
         )  # fmt: skip
         x = self.draw(request, seed=seed, batch_size=batch_size, progress=progress)
         return _images(x, output)
@@ -195,15 +201,16 @@ class Model(LoadedModel, Generator):
     """A loaded run that draws images in one call; see :func:`load`."""
 
     def draw(self, request: Request, *, seed: int, batch_size: int, progress: bool) -> Tensor:
-        """The request's images, unclipped."""
+        """The request's images (a video model's clips), unclipped."""
         request = request.for_model(self)
+        model = self.with_frames(request.frames) if request.frames is not None else self
         if isinstance(request.guide_with, (str, Path)):  # load the guide beside the model
             guide = load(request.guide_with, device=self.device)
             if not isinstance(guide, Model):
                 raise ValueError(f"guide_with={request.guide_with!r} is a cascade, not one run")
             request = replace(request, guide_with=guide)
         return generate(
-            self, request.steering(), request.sampling(self.config, self.path), n=request.count(),
+            model, request.steering(), request.sampling(self.config, self.path), n=request.count(),
             seed=seed, batch_size=batch_size, device=self.device, progress=progress,
         )  # fmt: skip
 

@@ -27,8 +27,9 @@ def parameters(net: nn.Module) -> str:
 
 
 def data_row(data: ImageSet) -> str:
-    """'fashion-mnist-train: 60,000 images of 1x28x28'."""
-    return f"{data.name}: {len(data):,} images of {'x'.join(map(str, data.images.shape[1:]))}"
+    """'fashion-mnist-train: 60,000 images of 1x28x28' ('... clips of 16x1x32x32')."""
+    kind = "clips" if data.images.dim() == 5 else "images"
+    return f"{data.name}: {len(data):,} {kind} of {'x'.join(map(str, data.images.shape[1:]))}"
 
 
 def batch_row(batch_size: int, grad_accum: int = 1, processes: int = 1) -> str:

@@ -38,9 +38,12 @@ def sample_grid(
 ) -> Tensor:
     """A grid from the EMA weights saved as ``path`` (2x scale) and returned, (C, H, W) in
     [-1, 1]: one row per class (up to 10) or prompt, or an 8x8 grid; for a super-resolution
-    run, :func:`sr_grid`; for a control run, :func:`control_grid`."""
+    run, :func:`sr_grid`; for a control run, :func:`control_grid`; for clips,
+    :func:`clip_grid`."""
     model = run_model(denoiser, cfg, data, path.parent)
-    if cfg.sr.low_res_size:
+    if len(model.image_shape) == 4:  # clips: a row of frames per clip
+        grid = clip_grid(model, prompts, device)
+    elif cfg.sr.low_res_size:
         rows = sr_grid(model, data, device)
         grid = make_grid(rows, nrow=len(rows) // 3)
     elif cfg.control.enabled:
@@ -50,6 +53,19 @@ def sample_grid(
         grid = make_grid(x.clamp(-1, 1), nrow=8)
     save_png(grid, path, scale=2)
     return grid
+
+
+def clip_grid(model: LoadedModel, prompts: list[str] | None, device, rows: int = 8) -> Tensor:
+    """A video run's grid, (C, H', W') in [-1, 1]: the frames of one clip per row, a clip for
+    each of the first ``rows`` prompts or classes (unconditional: ``rows`` clips)."""
+    sampling = Sampling(steps=25)
+    if prompts or model.num_classes:
+        x = class_grid(
+            model, prompts=prompts, per_row=1, max_rows=rows, sampling=sampling, device=device
+        )
+    else:
+        x = generate(model, None, sampling, n=rows, device=device)
+    return make_grid(x.clamp(-1, 1).flatten(0, 1), nrow=x.shape[1])
 
 
 def control_grid(model: LoadedModel, data: ImageSet, device, n: int = 8) -> Tensor:

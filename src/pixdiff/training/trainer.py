@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from pixdiff.checkpoint import encoder_in_run, net_config_to_dict, pixdiff_version
 from pixdiff.config import TrainConfig, to_dict
-from pixdiff.data import ImageSet, batches, load_dataset
+from pixdiff.data import ClipSet, ImageSet, batches
 from pixdiff.denoiser import Denoiser
 from pixdiff.nets import UNetConfig, build_net, preset
 from pixdiff.nets.text import TextConditionedNet
@@ -35,6 +35,13 @@ from pixdiff.training.loss_scaling import autocast, backward, clip_and_step, gra
 from pixdiff.training.losses import diffusion_loss
 from pixdiff.training.records import periodic_eval, sample_grid
 from pixdiff.training.runtime import Dist, StopRequest, init_distributed, resolve_device
+from pixdiff.training.video_run import (
+    clip_config_entry,
+    image_run_fields,
+    init_spatial,
+    load_training_data,
+    video_fields,
+)
 
 # more classes than this is almost always a stray label id in metadata.jsonl (--force-classes)
 MAX_CLASSES = 10_000
@@ -72,14 +79,16 @@ class TrainState:
 # ----------------------------------------------------------------------------- setup
 
 
-def net_config_for(cfg: TrainConfig, data: ImageSet, *, force_classes: bool = False):
-    """The network config: the preset, fitted to the data, its conditioning and
-    diffusion.learn_sigma (which doubles the output channels), then the user's overrides.
-    More than MAX_CLASSES classes is refused unless ``force_classes``."""
-    fitted = {"in_channels": data.images.shape[1], "image_size": data.images.shape[-1]}
+def net_config_for(cfg: TrainConfig, data: ImageSet | ClipSet, *, force_classes: bool = False):
+    """The network config: the preset, fitted to the data (a clip run's frames too), its
+    conditioning and diffusion.learn_sigma (which doubles the output channels), then the image
+    run's network (``model.init_from``), then the user's overrides. More than MAX_CLASSES
+    classes is refused unless ``force_classes``."""
+    fitted = {"in_channels": data.images.shape[-3], "image_size": data.images.shape[-1]}
     if isinstance(preset(cfg.model.preset), UNetConfig):
-        fitted["out_channels"] = data.images.shape[1]
+        fitted["out_channels"] = data.images.shape[-3]
     fitted.update(cond_fields(cfg, data))
+    fitted.update(video_fields(cfg, data))
     if fitted["num_classes"] > MAX_CLASSES and not force_classes:
         raise TrainingError(
             f"{cfg.data.name} has {fitted['num_classes']} classes (largest label id "
@@ -101,7 +110,8 @@ def net_config_for(cfg: TrainConfig, data: ImageSet, *, force_classes: bool = Fa
             "model.overrides.self_condition is set by diffusion.self_condition (it also changes "
             "the training); use --set diffusion.self_condition=true"
         )
-    return preset(cfg.model.preset, **{**fitted, **cfg.model.overrides})
+    image = image_run_fields(cfg, fitted) if cfg.model.init_from else {}
+    return preset(cfg.model.preset, **{**fitted, **image, **cfg.model.overrides})
 
 
 def _check_sr(cfg: TrainConfig, data: ImageSet) -> None:
@@ -227,20 +237,16 @@ def train(
 def _setup(cfg, out, world, device, *, resume, force_classes):
     """Data, network, EMA and optimizer (restored on resume) and the run's config.json, checked
     by a dry batch: everything that can fail before the run directory is touched."""
-    data = load_dataset(
-        cfg.data.name,
-        image_size=cfg.data.image_size,
-        channels=cfg.data.channels,
-        split=cfg.data.split,
-        skip_bad_images=cfg.data.skip_bad_images,
-        control=cfg.control,
-    )
+    data = load_training_data(cfg)
     net_cfg = net_config_for(cfg, data, force_classes=force_classes)
     text = uses_text(cfg, data)
     here = replace(cfg, text=encoder_in_run(cfg.text, out))  # the run stores it relative
     state = build_state(here, net_cfg, device, world.rank, text=text)
     if text and world.is_main:
         state.net.text_encoder.tokenize(data.captions)  # warns once if captions get truncated
+    if cfg.model.init_from and not resume:
+        init_spatial(state.net, cfg)
+        state.ema = EMAWeights(state.net, decay=cfg.optim.ema_decay, warmup=cfg.optim.ema_warmup)
     dry_batch(cfg, state, data, world, device)
     if resume:
         state.restore(out)
@@ -249,7 +255,7 @@ def _setup(cfg, out, world, device, *, resume, force_classes):
         "net": net_config_to_dict(net_cfg),
         "class_names": data.class_names if net_cfg.num_classes else None,
         "text_conditioned": text,
-        "data": {"name": data.name, "size": len(data)},
+        "data": clip_config_entry(data),
         "pixdiff": pixdiff_version(),
     }
     return data, state, config_json

@@ -1,0 +1,128 @@
+"""What a video run adds to the trainer (docs/video.md, Training): clip data by name, the
+network config's clip fields, starting from an image run, and the joint-training flag.
+
+A clip run trains the same loop on batches of clips (B, F, C, H, W): the Gaussian path, the
+losses and the samplers see one more axis and nothing else (Ho et al. 2022a, "Video Diffusion
+Models"). Joint image and video training (ibid., Sec. 3) marks a share of each batch's clips
+as independent frames (``Cond.independent_frames``): their frames attend only to themselves
+and skip the temporal convolutions, so they train the spatial layers as images. The frames
+are the clip's own, each conditioned on the clip's caption or label: the clip sets hold no
+separate images, and a caption describes every frame of its clip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pixdiff.checkpoint import find_weights, read_json, read_tensors
+from pixdiff.conditioning import Cond
+from pixdiff.config import TrainConfig
+from pixdiff.data import Batch, ClipSet, ImageSet, is_clip_dataset, load_clip_dataset, load_dataset
+from pixdiff.nets import preset
+from pixdiff.nets.text import TextConditionedNet
+from pixdiff.nets.video import TemporalOptions, init_from_image
+from pixdiff.training.losses import dropped
+
+# the network config fields the data (and the conditioning) fix, which an image run must share
+_SHARED = ("in_channels", "image_size", "num_classes", "context_dim", "pooled_dim")
+VIDEO_PRESETS = ("video-unet-tiny", "video-dit-tiny")
+
+
+def load_training_data(cfg: TrainConfig) -> ImageSet | ClipSet:
+    """The run's data: clips for a clip set's name or a folder with ``data.frames``, else
+    images (:func:`pixdiff.data.load_dataset`)."""
+    d = cfg.data
+    if not is_clip_dataset(d.name, d.frames):
+        return load_dataset(
+            d.name, image_size=d.image_size, channels=d.channels, split=d.split,
+            skip_bad_images=d.skip_bad_images, control=cfg.control,
+        )  # fmt: skip
+    check_clip_run(cfg)
+    return load_clip_dataset(
+        d.name, image_size=d.image_size, frames=d.frames, channels=d.channels, split=d.split,
+        num_clips=d.num_clips,
+    )  # fmt: skip
+
+
+def check_clip_run(cfg: TrainConfig) -> None:
+    """One line for what a clip run cannot do (yet)."""
+    if cfg.sr.low_res_size or cfg.control.enabled:
+        raise ValueError(f"{cfg.data.name!r} is clips: --sr-from and --control are image runs'")
+    if cfg.run.eval_every:
+        raise ValueError("run.eval_every scores image samples; set run.eval_every=0 for clips")
+
+
+def video_fields(cfg: TrainConfig, data: ImageSet | ClipSet) -> dict[str, object]:
+    """The net config fields a clip run fixes (``num_frames``; with ``model.init_from`` every
+    field of the image run's network); {} for an image run. One line when the preset is not
+    of the data's kind or the image run does not fit the data."""
+    video = isinstance(preset(cfg.model.preset), TemporalOptions)
+    clips = isinstance(data, ClipSet)
+    if clips != video:
+        fix = f"a video preset ({', '.join(VIDEO_PRESETS)})" if clips else "an image preset"
+        kind = "clips" if clips else "images"
+        raise ValueError(f"--data {cfg.data.name} is {kind}: --preset {cfg.model.preset} "
+                         f"cannot train on them; use {fix}")  # fmt: skip
+    if cfg.model.init_from and not clips:
+        raise ValueError("model.init_from (--init-from) starts a video run from an image run")
+    return {"num_frames": data.frames} if clips else {}
+
+
+def image_run_fields(cfg: TrainConfig, fitted: dict[str, object]) -> dict[str, object]:
+    """The network config of ``model.init_from``'s image run, as fields of the video config;
+    one line naming a field the data fixes otherwise."""
+    run = Path(cfg.model.init_from)
+    image = read_json(find_weights(run, ema=True)[1])["net"]
+    image = {k: v for k, v in image.items() if k != "type"}
+    for name in _SHARED:
+        if name in fitted and name in image and fitted[name] != image[name]:
+            raise ValueError(
+                f"--init-from {run}: its network has {name}={image[name]} but these clips "
+                f"need {fitted[name]}; train the image run on frames of the same size, "
+                "channels and conditioning"
+            )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in image.items()}
+
+
+def init_spatial(net: nn.Module, cfg: TrainConfig) -> None:
+    """Load ``model.init_from``'s EMA weights into ``net``'s spatial layers (and its text
+    encoder), so the video network starts as that image model on every frame."""
+    run = Path(cfg.model.init_from)
+    weights, config_path = find_weights(run, ema=True)
+    config = read_json(config_path)
+    state, _ = read_tensors(weights)
+    text = isinstance(net, TextConditionedNet)
+    if text != bool(config.get("text_conditioned")):
+        raise ValueError(
+            f"--init-from {run}: it is {'' if not text else 'not '}text-conditioned and this "
+            f"run is {'' if text else 'not '}; condition both on the same thing"
+        )
+    if text:
+        encoder = {k[len("text_encoder.") :]: v for k, v in state.items() if k.startswith("text_")}
+        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+        net.text_encoder.load_state_dict(encoder)
+        net = net.net
+    init_from_image(net, state)
+
+
+def independent_cond(cfg: TrainConfig, batch: Batch, generator: torch.Generator) -> Cond | None:
+    """Each clip of the batch flagged as independent frames with probability
+    ``data.image_share`` (none drawn without it, nor for images)."""
+    if not cfg.data.image_share or batch.images.dim() != 5:
+        return None
+    flags = dropped(batch.images.shape[0], cfg.data.image_share, generator)
+    return Cond(independent_frames=flags.to(batch.images.device))
+
+
+def clip_config_entry(data: ImageSet | ClipSet) -> dict[str, object]:
+    """config.json's ``data`` entry."""
+    entry: dict[str, object] = {"name": data.name, "size": len(data)}
+    if isinstance(data, ClipSet):
+        entry["frames"] = data.frames
+    return entry
+
+
+__all__ = ["VIDEO_PRESETS", "image_run_fields", "init_spatial", "load_training_data"]
