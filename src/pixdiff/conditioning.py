@@ -42,6 +42,11 @@ class Cond:
             True where a clip's frames are unrelated images, so each frame attends only to
             itself (joint image and video training, Ho et al. 2022a, Sec. 3). Set by the
             trainer's image share (``data.image_share``); image networks reject it.
+        known: (N, F, C + 1, H, W), for a video network trained with known frames only
+            (``known_frames``): per frame, the given frame's pixels (zeros where the frame is
+            not given) and a mask channel, 1 on given frames (Ho et al. 2022a, Sec. 3.1;
+            Blattmann et al. 2023, SVD, Sec. 4.4). Concatenated to x_t as a control map is;
+            absent: nothing given, as all zeros. Built by :mod:`pixdiff.pipelines.known_frames`.
     """
 
     label: Tensor | None = None
@@ -54,6 +59,7 @@ class Cond:
     self_cond: Tensor | None = None
     control: Tensor | None = None
     independent_frames: Tensor | None = None
+    known: Tensor | None = None
 
     def present(self) -> list[str]:
         """Names of the fields that are set."""

@@ -31,6 +31,7 @@ Weighting = Literal["none", "min-snr", "soft-min-snr", "sigmoid"]
 TimeSampling = Literal["uniform", "log-normal", "logit-normal"]
 LRSchedule = Literal["constant", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]  # fp16: with loss scaling
+KNOWN_MODES = ("first", "random", "none")  # data.known_frames: which frames a clip reveals
 
 
 def interval_of(key: str) -> str | None:
@@ -60,9 +61,19 @@ class DataConfig:
     # joint image and video training (Ho et al. 2022a, Sec. 3): this share of a batch's clips
     # trains as separate frames (each attends only to itself; Cond.independent_frames)
     image_share: float = valid_in("[0, 1)", 0.0)
+    # clips: which frames the net is given (Ho et al. 2022a, Sec. 3.1; docs/video.md): first
+    # (image-to-video), random (a random subset: interpolation, extension), none; several,
+    # comma-separated ("first,random,none"), are drawn uniformly per clip
+    known_frames: str = "none"
 
     def __post_init__(self) -> None:
         check_intervals(self, "data")
+        modes = self.known_frames.split(",")
+        if not modes or any(m not in KNOWN_MODES for m in modes) or len(set(modes)) < len(modes):
+            raise ValueError(
+                f"data.known_frames={self.known_frames!r}: give one or more of "
+                f"{', '.join(KNOWN_MODES)}, comma-separated (e.g. first,random,none)"
+            )
 
 
 @dataclass(frozen=True)

@@ -65,13 +65,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--strength", type=float, required=True, metavar="S", help=strength)
     _add_common(p, "edit")
     mask = "mask image of the input's size: white (>= 128) = fill, black = keep"
-    resample = (
-        "RePaint resampling: redo each step R times, jumping back by the forward process "
-        "(1 = plain replacement; NFE ~ steps x R)"
-    )
     p = _parser(sub, "inpaint", run_inpaint)
     p.add_argument("--mask", required=True, metavar="MASK", help=mask)
-    p.add_argument("--resample", type=int, default=1, metavar="R", help=resample)
+    flags.add_resample_flag(p)
     _add_common(p, "inpaint")
     aug = (
         "noise conditioning augmentation time in [0, 1] of the input; None: the run's "

@@ -36,6 +36,8 @@ from pixdiff.eval.report import (
     parse_metrics,
     score_images,
 )
+from pixdiff.eval.video import VIDEO_METRICS, parse_video_metrics
+from pixdiff.eval.video_report import score_video_model
 from pixdiff.files import atomic_write
 from pixdiff.pipelines.steering import null_cond
 from pixdiff.samplers import SAMPLERS
@@ -62,7 +64,8 @@ def add_parser(sub) -> None:
         "--metrics",
         default=None,
         help=f"comma-separated metrics from: {', '.join(METRICS)} (default: {DEFAULT_METRICS}; "
-        "without acc for an extractor that has no classes, such as inception)",
+        "without acc for an extractor that has no classes, such as inception); for a video "
+        f"run: {', '.join(VIDEO_METRICS)} (default: all; docs/video.md, 'Evaluation')",
     )
     add_num_flag(p, default=10000, help="number of samples (and real images), >= 2", old_n=True)
     p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="default: the run's")
@@ -132,24 +135,16 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    metrics = parse_metrics(args.metrics or DEFAULT_METRICS)
+    video_metrics = _video_metrics(args.metrics)
+    metrics = [] if video_metrics else parse_metrics(args.metrics or DEFAULT_METRICS)
     if args.num < 2:
         raise ValueError(f"-n must be >= 2, got {args.num}")
     model = load_model(args.run, ema=not args.raw, device=args.device)
     train_cfg = model.config["train"]
     dataset = args.data or train_cfg["data"]["name"]
-    spec = SampleSpec(
-        n=args.num,
-        sampler=args.sampler or train_cfg["sample"]["sampler"],
-        steps=args.steps or train_cfg["sample"]["steps"],
-        guidance=args.guidance,  # None: the run's, where a class steers
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=not args.no_progress,
-        spacing=args.grid,
-        net_dtype=args.dtype,
-    )
+    spec = _sample_spec(args, train_cfg)
+    if video_metrics or len(model.image_shape) == 4:  # a video run: (F, C, H, W) samples
+        return _run_video(args, model, dataset, spec, video_metrics)
     results: dict = {
         "run": args.run or "shipped",
         "dataset": dataset,
@@ -196,6 +191,54 @@ def run(args) -> int:
     for name, values in results["metrics"].items():
         print(f"[{name}]")
         print(format_table(values))
+    print(f"wrote {out}")
+    return 0
+
+
+def _sample_spec(args, train_cfg: dict) -> SampleSpec:
+    """How the scored samples are drawn: the flags, else the run's sampling settings."""
+    return SampleSpec(
+        n=args.num,
+        sampler=args.sampler or train_cfg["sample"]["sampler"],
+        steps=args.steps or train_cfg["sample"]["steps"],
+        guidance=args.guidance,  # None: the run's, where a class steers
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+        spacing=args.grid,
+        net_dtype=args.dtype,
+    )
+
+
+def _video_metrics(text: str | None) -> list[str]:
+    """The video metrics asked for (docs/video.md, "Evaluation"), else []; a mix of video and
+    image metrics is refused by :func:`parse_video_metrics` with the valid names."""
+    names = [m.strip().lower() for m in (text or "").split(",")]
+    return parse_video_metrics(text) if any(m in VIDEO_METRICS for m in names) else []
+
+
+def _run_video(args, model, dataset: str, spec: SampleSpec, metrics: list[str]) -> int:
+    """Score a video run's clips for held-out captions (``score_video_model``), print, write."""
+    if not metrics:  # a video run's default: all of them (motion needs captions)
+        text = model.text_encoder is not None
+        metrics = [m for m in VIDEO_METRICS if m != "motion" or text]
+    start = time.perf_counter()
+    results = {
+        "run": args.run or "shipped", "dataset": dataset, "split": "test (held-out pairs)",
+        "sampler": spec.sampler, "steps": spec.steps,
+        "grid": args.grid or default_spacing(model.denoiser.schedule), "n": args.num,
+        "seed": args.seed, "dtype": args.dtype,
+        "guidance": args.guidance if args.guidance is not None
+        else model.config["train"]["sample"].get("guidance"),
+        "extractor": "motion-classifier (clips) + the data's image extractor (frames)",
+        "metrics": {"clips": score_video_model(model, dataset, spec, metrics)},
+    }  # fmt: skip
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out) if args.out else _default_out(args.run)
+    atomic_write(out, (json.dumps(results, indent=2) + "\n").encode())
+    print(eval_header(results))
+    print("[clips]\n" + format_table(results["metrics"]["clips"]))
     print(f"wrote {out}")
     return 0
 

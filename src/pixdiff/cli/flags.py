@@ -341,3 +341,15 @@ def add_allow_pickle_flag(p: argparse.ArgumentParser) -> None:
         help="also read a diffusers folder's .bin weights (a pickle) when it has no "
         "safetensors; only for files whose source you trust",
     )
+
+
+def add_resample_flag(p) -> None:
+    """``--resample R``: RePaint's resampling (inpainting, a clip's known frames)."""
+    p.add_argument(
+        "--resample",
+        type=int,
+        default=1,
+        metavar="R",
+        help="RePaint resampling: redo each step R times, jumping back by the forward process "
+        "(1 = plain replacement; NFE ~ steps x R)",
+    )

@@ -7,6 +7,7 @@ import torch
 from pixdiff.cli import flags, parallel
 from pixdiff.cli.cascade import add_cascade_flags, check_no_cascade_flags, run_cascade
 from pixdiff.cli.control_flags import add_control_flags, load_controlled, with_control
+from pixdiff.cli.known_flags import add_known_flags, with_known
 from pixdiff.cli.lora_flags import add_lora_flags, with_loras
 from pixdiff.cli.output import clip_names, image_names, open_output, settings_of
 from pixdiff.cli.steering_flags import add_conditioning_flags, read_prompt_flags, steering
@@ -52,6 +53,7 @@ def add_parser(sub) -> None:
         "most it makes); writes a GIF and an MP4 per clip and grid.png, a row of frames each",
     )
     p.add_argument("--fps", type=flags.positive, default=8, help="clips' frames per second")
+    add_known_flags(p)
     p.add_argument(
         "--trajectory",
         action="store_true",
@@ -86,7 +88,7 @@ def run(args) -> int:
         raise ValueError("--trajectory is for image models; a video model writes clips")
     use_run_defaults(args, model.config)
     recorder = TrajectoryRecorder(model.denoiser) if args.trajectory else None
-    request = with_control(args, model, steering(args))
+    request = with_known(args, model, with_control(args, model, steering(args)))
     sampling = flags.sampling(args, run=model.path)
     n = flags.image_count(args)
     settings = settings_of(

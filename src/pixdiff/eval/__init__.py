@@ -1,5 +1,5 @@
 """Evaluation: the Fashion-MNIST classifier, feature extractors (and the FID Inception-v3), FD,
-KID, IS, precision-recall."""
+KID, IS, precision-recall; the video metrics and their motion classifier."""
 
 from .classifier import (
     FashionClassifier,
@@ -20,10 +20,14 @@ from .features import (
     torchscript_extractor,
 )
 from .fid import FeatureStats, frechet_distance, inception_score, kid, precision_recall
+from .motion_classifier import ClipExtractor, load_clip_extractor
 from .reference import Reference, reference_stats
+from .video import VIDEO_METRICS, evaluate_clips, score_clips
 
 __all__ = [
     "DEFAULT_EXTRACTOR",
+    "VIDEO_METRICS",
+    "ClipExtractor",
     "FashionClassifier",
     "FeatureExtractor",
     "FeatureStats",
@@ -33,15 +37,18 @@ __all__ = [
     "check_model_space",
     "classifier_extractor",
     "classify",
+    "evaluate_clips",
     "frechet_distance",
     "inception_extractor",
     "inception_score",
     "kid",
     "load_classifier",
+    "load_clip_extractor",
     "load_extractor",
     "precision_recall",
     "reference_stats",
     "save_classifier",
+    "score_clips",
     "torchscript_extractor",
     "train_classifier",
 ]

@@ -3,7 +3,13 @@ network, the configs' image part, and loading an image network's weights into a 
 
 A clip batch is x of shape (B, F, C, H, W) with c_noise (B,) and a :class:`Cond` for each clip
 (labels, text context, pooled embedding: shared by the clip's frames). The fields shaped like
-the clip, ``low_res``, ``self_cond`` and ``control``, are (B, F, ...): one per frame.
+the clip, ``low_res``, ``self_cond``, ``control`` and ``known``, are (B, F, ...): one per frame.
+
+A network with ``known_frames`` also takes, per frame, the known frames' pixels and a mask
+(``cond.known``, (B, F, C + 1, H, W); Ho et al. 2022a, Sec. 3.1, conditioning by concatenation):
+its image network concatenates them to x_t as its control map (``control_channels`` C + 1,
+:func:`pixdiff.nets.layers.network_input`), and their input weights start at zero, so the
+network starts as one without them (:func:`zero_known_inputs`, :func:`init_from_image`).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from pixdiff.nets.checks import (
     broadcast_c_noise,
     check_cond,
     check_config_ints,
+    check_shape,
     required_cond,
     self_conditioned,
     state_mismatch,
 )
 
-PER_FRAME = ("low_res", "self_cond", "control")  # Cond fields given for every frame
+PER_FRAME = ("low_res", "self_cond", "control", "known")  # Cond fields given for every frame
 
 C = TypeVar("C")
 
@@ -46,12 +53,16 @@ class TemporalOptions:
             :class:`.temporal.RelativePositionBias`); False leaves attention blind to frame order.
         pos_bias_buckets: buckets of frame offsets (T5: 32); half for each direction.
         pos_bias_max_distance: offsets from this on share the last bucket (T5: 128).
+        known_frames: also take known frames and their mask, ``cond.known`` (Ho et al. 2022a,
+            Sec. 3.1; trained with ``data.known_frames``): image-to-video, interpolation and
+            extension. Absent at a call, nothing is known (all zeros).
     """
 
     num_frames: int = 8
     temporal_pos_bias: bool = True
     pos_bias_buckets: int = 32
     pos_bias_max_distance: int = 128
+    known_frames: bool = False
 
     def check_temporal(self) -> None:
         """Raise a ValueError naming a temporal field out of range."""
@@ -63,6 +74,16 @@ class TemporalOptions:
                 f"pos_bias_buckets={self.pos_bias_buckets} must be >= 4 and "
                 f"pos_bias_max_distance={self.pos_bias_max_distance} above pos_bias_buckets / 4"
             )
+        if self.known_frames and getattr(self, "control_channels", 0):
+            raise ValueError("known_frames uses the control input: set control_channels=0")
+
+    def spatial_fields(self, image_cls: type) -> dict[str, Any]:
+        """The per-frame image network's config fields: this config's, with the known frames
+        and their mask (C + 1 channels) as its control map when ``known_frames``."""
+        fields = image_fields(self, image_cls)
+        if self.known_frames:
+            fields["control_channels"] = fields["in_channels"] + 1
+        return fields
 
     def sample_frames(self, frames: int | None) -> int:
         """The clip length to sample: ``frames``, else ``num_frames``; a ValueError beyond
@@ -113,7 +134,7 @@ def frames_cond(cond: Cond | None, batch: int, frames: int, *, config: Any, who:
     condition names the clip batch; clip fields are repeated for each frame, the fields in
     :data:`PER_FRAME` flattened from (B, F, ...) to (B * F, ...).
     """
-    optional = ("self_cond",) if self_conditioned(config) else ()
+    optional = ("self_cond",) * self_conditioned(config) + ("known",) * config.known_frames
     cond = check_cond(cond, batch=batch, required=required_cond(config), who=who, optional=optional)
     for name in PER_FRAME:
         value = getattr(cond, name)
@@ -143,7 +164,21 @@ def frames_inputs(
     batch, frames = check_clip(x, channels=config.in_channels, who=who)
     check_independent(independent, batch)
     c_noise = broadcast_c_noise(c_noise, batch, x.device).repeat_interleave(frames)
-    return x.flatten(0, 1), c_noise, frames_cond(cond, batch, frames, config=config, who=who)
+    per_frame = frames_cond(cond, batch, frames, config=config, who=who)
+    if config.known_frames:
+        per_frame = known_as_control(per_frame, x)
+    return x.flatten(0, 1), c_noise, per_frame
+
+
+def known_as_control(cond: Cond, x: Tensor) -> Cond:
+    """The per-frame Cond with ``known`` (B * F, C + 1, H, W), zeros when absent, moved to
+    the image network's control map, which it concatenates to x_t."""
+    b, f, c, h, w = x.shape
+    known = cond.known
+    if known is None:
+        known = x.new_zeros(b * f, c + 1, h, w)
+    check_shape("known", known, (b * f, c + 1, h, w))
+    return dataclasses.replace(cond, known=None, control=known)
 
 
 def split_independent(
@@ -207,9 +242,54 @@ class VideoNet(nn.Module):
         ``frames`` frames."""
         raise NotImplementedError
 
+    def input_conv(self) -> nn.Conv2d:
+        """The image network's first layer, which x_t and the known frames enter."""
+        raise NotImplementedError
+
     def required_cond(self) -> list[str]:
-        """Names of the Cond fields this network needs on every call."""
-        return self.spatial.required_cond()
+        """Names of the Cond fields this network needs on every call (the known frames'
+        control map is filled in when absent)."""
+        needed = self.spatial.required_cond()
+        return [n for n in needed if not (n == "control" and self.config.known_frames)]
+
+
+def zero_known_inputs(video_net: VideoNet) -> None:
+    """Zero the input weights of the known frames and mask (the input's last C + 1 channels),
+    so a fresh network's output does not depend on them: it starts as one without known
+    frames, as ControlNet's zero convolutions start (Zhang et al. 2023, Sec. 3.1)."""
+    if video_net.config.known_frames:
+        with torch.no_grad():
+            video_net.input_conv().weight[:, -known_channels(video_net.config) :].zero_()
+
+
+def known_input(clips: Tensor, given: Tensor) -> Tensor:
+    """``cond.known`` for clips (B, F, C, H, W) of which the frames where ``given`` (B, F) bool
+    is True are known: (B, F, C + 1, H, W), the given frames' pixels (zeros elsewhere) and the
+    mask channel (Ho et al. 2022a, Sec. 3.1)."""
+    mask = given.to(clips.dtype)[:, :, None, None, None].expand(
+        *clips.shape[:2], 1, *clips.shape[3:]
+    )
+    return torch.cat([clips * mask, mask], dim=2)
+
+
+def known_channels(config: Any) -> int:
+    """Channels of ``cond.known`` per frame: the frame's C and the mask (0 without)."""
+    return config.in_channels + 1 if config.known_frames else 0
+
+
+def with_known_inputs(own: Mapping[str, Tensor], state: Mapping[str, Tensor], extra: int):
+    """``state`` (an image network's, or a video network's without known frames) with zero
+    input weights appended for the ``extra`` known-frame channels, where a weight of ``own``
+    has exactly that many more input channels (the first layer's); others unchanged."""
+    out = dict(state)
+    for key, theirs in state.items():
+        mine = own.get(key)
+        grown = mine is not None and mine.dim() == 4 and theirs.dim() == 4
+        if grown and mine.shape[1] == theirs.shape[1] + extra and mine.shape[0] == theirs.shape[0]:
+            out[key] = torch.cat(
+                [theirs, theirs.new_zeros(theirs.shape[0], extra, *theirs.shape[2:])], 1
+            )
+    return out
 
 
 def init_from_image(video_net: VideoNet, image_state: Mapping[str, Tensor]) -> list[str]:
@@ -219,7 +299,8 @@ def init_from_image(video_net: VideoNet, image_state: Mapping[str, Tensor]) -> l
 
     ``image_state`` is the state dict of the image U-Net (DiT) the video network's
     ``spatial`` submodule is: built from the same config fields (``Video*Config.from_image``).
-    The temporal layers keep their zero-initialised outputs, so afterwards the video network
+    The temporal layers keep their zero-initialised outputs, and a network with known frames
+    gets zero weights for them (:func:`with_known_inputs`), so afterwards the video network
     computes exactly the image network on every frame.
 
     Returns:
@@ -229,6 +310,8 @@ def init_from_image(video_net: VideoNet, image_state: Mapping[str, Tensor]) -> l
         ValueError: naming missing, unexpected and mis-shaped keys (then nothing is loaded).
     """
     spatial = video_net.spatial
+    extra = known_channels(video_net.config)
+    image_state = with_known_inputs(spatial.state_dict(), image_state, extra)
     mismatch = state_mismatch(spatial.state_dict(), image_state, theirs="image", ours="video")
     if mismatch:
         raise ValueError(

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from pixdiff.nets.dit import DiT, DiTBlock, DiTConfig, TokenHook, init_linears
 from pixdiff.nets.layers import zero_module
 from pixdiff.nets.temporal import across_frames, attention_bias, position_bias, within_frames
-from pixdiff.nets.video import TemporalOptions, VideoNet, image_fields
+from pixdiff.nets.video import TemporalOptions, VideoNet, zero_known_inputs
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class VideoDiTConfig(TemporalOptions, DiTConfig):
 
     def image_config(self) -> DiTConfig:
         """The per-frame image DiT's config (this one less the video fields)."""
-        return DiTConfig(**image_fields(self, DiTConfig))
+        return DiTConfig(**self.spatial_fields(DiTConfig))
 
 
 class TemporalBlock(nn.Module):
@@ -78,6 +78,11 @@ class VideoDiT(VideoNet):
         self.config = config
         self.spatial = DiT(config.image_config())
         self.temporal = nn.ModuleList(TemporalBlock(config) for _ in range(config.depth))
+        zero_known_inputs(self)
+
+    def input_conv(self) -> nn.Conv2d:
+        embed = self.spatial.x_embedder  # a conv, or a bottleneck's two (JiT)
+        return embed if isinstance(embed, nn.Conv2d) else embed[0]
 
     def block_hook(self, frames: int, independent: Tensor | None) -> TokenHook:
         """Run temporal block i after spatial block i."""

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from pixdiff.nets.temporal import TemporalAttention, TemporalConv
 from pixdiff.nets.unet import BlockHook, UNet, UNetConfig
 from pixdiff.nets.unet_blocks import Downsample, ResBlock, Upsample
-from pixdiff.nets.video import TemporalOptions, VideoNet, image_fields
+from pixdiff.nets.video import TemporalOptions, VideoNet, zero_known_inputs
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class VideoUNetConfig(TemporalOptions, UNetConfig):
 
     def image_config(self) -> UNetConfig:
         """The per-frame image U-Net's config (this one less the video fields)."""
-        return UNetConfig(**image_fields(self, UNetConfig))
+        return UNetConfig(**self.spatial_fields(UNetConfig))
 
 
 def block_outputs(unet: UNet) -> list[tuple[int, int]]:
@@ -120,6 +120,10 @@ class VideoUNet(VideoNet):
             if i > 0 and (conv or attention):
                 layers[str(i)] = TemporalLayers(ch, config, conv=conv, attention=attention)
         self.temporal = nn.ModuleDict(layers)
+        zero_known_inputs(self)
+
+    def input_conv(self) -> nn.Conv2d:
+        return self.spatial.input_blocks[0][0]
 
     def block_hook(self, frames: int, independent: Tensor | None) -> BlockHook:
         """Run block i's temporal layers, if it has any, on its output."""

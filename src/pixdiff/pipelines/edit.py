@@ -61,10 +61,13 @@ def img2img(
 
 
 def check_known(known: Tensor, x0: Tensor) -> None:
-    """Raise unless ``known`` is a (N or 1, 1, H, W) mask of x0's size with values in [0, 1]."""
-    if known.dim() != 4 or known.shape[1] != 1 or known.shape[-2:] != x0.shape[-2:]:
+    """Raise unless ``known`` is a (N or 1, 1, H, W) mask of x0's size with values in [0, 1];
+    for clips x0 (N, F, C, H, W), a (N or 1, F, 1, H, W) mask (frames known or not)."""
+    shape = (*x0.shape[1:-3], 1, *x0.shape[-2:])  # (1, H, W), or (F, 1, H, W) for clips
+    if known.dim() != x0.dim() or tuple(known.shape[1:]) != shape:
+        what = "image" if x0.dim() == 4 else "clip"
         raise ValueError(
-            f"the mask must be (N, 1, {x0.shape[-2]}, {x0.shape[-1]}) to match the image, "
+            f"the mask must be (N, {', '.join(map(str, shape))}) to match the {what}, "
             f"got {tuple(known.shape)}"
         )
     if known.shape[0] not in (1, x0.shape[0]) or bool(((known < 0) | (known > 1)).any()):
@@ -108,8 +111,10 @@ def inpaint(
     first-order start; NFE is about steps x R.
 
     Args:
-        x0: (N, C, H, W) images in [-1, 1]; their known region is kept.
-        known: (N or 1, 1, H, W) in [0, 1], 1 = keep the input, 0 = generate.
+        x0: (N, C, H, W) images in [-1, 1]; their known region is kept. Or clips
+            (N, F, C, H, W) (:mod:`pixdiff.pipelines.known_frames`).
+        known: (N or 1, 1, H, W) in [0, 1], 1 = keep the input, 0 = generate; for clips
+            (N or 1, F, 1, H, W).
         cond: the conditioning of the (possibly guided) ``denoiser``, N rows.
     """
     check_known(known, x0)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from pixdiff.conditioning import Cond, merge
 from pixdiff.denoiser import Denoised
 from pixdiff.guidance import DenoiserWrapper
+from pixdiff.pipelines.known_frames import draw_known
 from pixdiff.pipelines.steering import Steerable, Steering, check_supported_steps
 from pixdiff.sampling import Sampling, draw
 
@@ -85,11 +86,19 @@ def generate(
         if recorder is not None and start == 0:
             recorder.denoiser = use
             use = recorder
-        x = draw(
-            use, (stop - start, *model.image_shape), sampling, cond=part,
-            seed=seed + start if seeds is None else seeds[start:stop], device=device, dtype=dtype,
-            progress=progress,
-        )  # fmt: skip
+        shape, first = (stop - start, *model.image_shape), seed + start if seeds is None else None
+        if steering.known is not None:  # a clip's known frames (pipelines.known_frames)
+            if seeds is not None:
+                raise ValueError("known frames take one seed (sample i uses seed + i)")
+            x = draw_known(
+                use, steering.known, shape, sampling, cond=part, seed=first, device=device,
+                dtype=dtype, progress=progress,
+            )  # fmt: skip
+        else:
+            x = draw(
+                use, shape, sampling, cond=part, seed=first if seeds is None else
+                seeds[start:stop], device=device, dtype=dtype, progress=progress,
+            )  # fmt: skip
         out.append(x.cpu())
     return torch.cat(out)
 

@@ -43,6 +43,7 @@ from pixdiff.images import to_pil
 from pixdiff.pipelines.cascade import Stage, cascade
 from pixdiff.pipelines.control import ImageInput, map_from, read_control
 from pixdiff.pipelines.generate import generate
+from pixdiff.pipelines.known_frames import FrameInput, KnownFrames, KnownMode, read_known
 from pixdiff.pipelines.steering import ClassRequest, Steering
 from pixdiff.precision import NetDtype
 from pixdiff.rundir import write_marker
@@ -76,6 +77,12 @@ class Request:
     control_guidance: float | None = None
     control_scale: float | None = None
     frames: int | None = None  # a video model's clip length (None: the frames it trained on)
+    first_frame: FrameInput | None = None  # image-to-video (pipelines.known_frames)
+    known_frames: FrameInput | None = None  # frames of the clip, at known_index
+    known_index: Sequence[int] | None = None
+    known_mode: KnownMode | None = None  # concat (trained with known frames) or replace
+    resample: int = 1  # RePaint's resampling of known_mode="replace"
+    known: KnownFrames | None = None  # the above, read for the model (with_known)
 
     def count(self) -> int:
         """n, else the number of classes or prompts given as a sequence, else 1."""
@@ -98,7 +105,16 @@ class Request:
             control=self.control,
             control_guidance=self.control_guidance,
             control_scale=self.control_scale,
+            known=self.known,
         )
+
+    def with_known(self, model: LoadedModel) -> Request:
+        """The request with its first frame or known frames read for ``model``."""
+        known = read_known(
+            model, first_frame=self.first_frame, known_frames=self.known_frames,
+            known_index=self.known_index, mode=self.known_mode, resample=self.resample,
+        )  # fmt: skip
+        return replace(self, known=known)
 
     def for_model(self, model: LoadedModel) -> Request:
         """The request with its control map read for ``model`` (or computed from its photo)."""
@@ -159,6 +175,11 @@ class Generator(ABC):
         control_guidance: float | None = None,
         control_scale: float | None = None,
         frames: int | None = None,
+        first_frame: FrameInput | None = None,
+        known_frames: FrameInput | None = None,
+        known_index: Sequence[int] | None = None,
+        known_mode: KnownMode | None = None,
+        resample: int = 1,
         seed: int = 0,
         batch_size: int = 64,
         output: Output = "pil",
@@ -180,13 +201,19 @@ class Generator(ABC):
         cascade), with the map's own guidance scale ``control_guidance`` (InstructPix2Pix's
         s_I) and a ControlNet adapter's strength ``control_scale`` (docs/concepts.md, Sec. 18).
         A video model (docs/video.md) draws clips of ``frames`` frames (default: the number it
-        was trained on, also the most it makes). Returns PIL images, or with
+        was trained on, also the most it makes); ``first_frame`` (an image) makes it show that
+        frame first (image-to-video), ``known_frames`` (a GIF or video file, or a tensor) at
+        ``known_index`` interpolates or extends them, ``known_mode`` "concat" (a run trained
+        with known frames, the default) or "replace" (RePaint-style, any video run, with
+        ``resample``); the given frames are pasted into the clip at the end (docs/video.md,
+        Image-to-video). Returns PIL images, or with
         ``output="tensor"`` an (n, C, H, W) tensor in [-1, 1]; for a video model, a list of
         PIL frames per clip, or an (n, F, C, H, W) tensor."""
         request = Request(
             classes, prompts, n, steps, nfe, sampler, grid, guidance, negative_class,
             negative_prompt, options, guide_with, net_dtype, control, control_from,
-            control_guidance, control_scale, frames,
+            control_guidance, control_scale, frames, first_frame, known_frames, known_index,
+            known_mode, resample,
         )  # fmt: skip
         x = self.draw(request, seed=seed, batch_size=batch_size, progress=progress)
         return _images(x, output)
@@ -204,6 +231,7 @@ class Model(LoadedModel, Generator):
         """The request's images (a video model's clips), unclipped."""
         request = request.for_model(self)
         model = self.with_frames(request.frames) if request.frames is not None else self
+        request = request.with_known(model)
         if isinstance(request.guide_with, (str, Path)):  # load the guide beside the model
             guide = load(request.guide_with, device=self.device)
             if not isinstance(guide, Model):
@@ -297,6 +325,7 @@ class CascadeModel(Generator):
         """The last stage's images, unclipped; each stage samples as the request says, or as
         its run's defaults."""
         request = request.for_model(self.models[0])  # the map goes to the base stage
+        request.with_known(self.models[0])  # known frames: one line, a cascade makes images
         stages = [Stage(m, request.sampling(m.config, m.path)) for m in self.models]
         return cascade(
             stages, request.steering(), n=request.count(), seed=seed, batch_size=batch_size,

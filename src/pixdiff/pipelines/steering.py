@@ -23,6 +23,7 @@ from pixdiff.nets.prompts import PromptEncoder, check_prompts
 from pixdiff.pipelines.autoguide import Guidable, autoguided
 from pixdiff.pipelines.classes import ClassRequest, class_ids, class_names
 from pixdiff.pipelines.control import control_cond, control_denoiser, control_spec, map_guidance
+from pixdiff.pipelines.known_frames import KnownFrames, known_cond
 
 
 class Steerable(Protocol):
@@ -72,6 +73,9 @@ class Steering:
         control_guidance: the map's own guidance scale s_I, composed with ``guidance`` as in
             InstructPix2Pix (Brooks et al. 2023, Eq. 3); None: the map is not guided.
         control_scale: a ControlNet adapter's strength (None: 1, as trained).
+        known: a video model's known frames (first frame, interpolation, extension) and how
+            to keep them (:mod:`pixdiff.pipelines.known_frames`); ``concat`` ones go in the
+            Cond, ``replace`` ones to the sampling loop (:func:`generate`).
     """
 
     classes: ClassRequest = None
@@ -84,6 +88,7 @@ class Steering:
     control: Tensor | None = field(default=None, compare=False, repr=False)
     control_guidance: float | None = None
     control_scale: float | None = None
+    known: KnownFrames | None = field(default=None, compare=False, repr=False)
 
     def steers(self) -> bool:
         """Whether a class, prompt or negative is given for CFG to steer by or away from."""
@@ -108,6 +113,8 @@ class Steering:
         if trained is not None:  # the scale is an input: one pass per step, no CFG
             cond, uncond = self._scale_input(cond, scale, trained, n), None
         cond, den = merge(cond, control_cond(self, model, n)), control_denoiser(self, model)
+        if self.known is not None:  # in both branches of CFG, as a control map
+            cond = merge(cond, known_cond(self.known, n, model.image_shape[0]))
         if self.guide_with is not None:  # the guide run takes CFG's place
             negatives = _given(("--negative-class", self.negative_class))
             den, uncond = autoguided(model, self.guide_with, scale, self.options, negatives), None

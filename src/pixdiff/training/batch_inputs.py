@@ -24,7 +24,7 @@ from pixdiff.low_res import aug_levels, downsample, low_res_cond, random_crop
 from pixdiff.nets.text import TextConditionedNet
 from pixdiff.schedule_registry import schedule_from_dict
 from pixdiff.training.losses import drop_labels, drop_prompts, dropped
-from pixdiff.training.video_run import independent_cond
+from pixdiff.training.video_run import clip_cond
 
 
 def uses_text(cfg: TrainConfig, data: ImageSet) -> bool:
@@ -62,7 +62,7 @@ def batch_inputs(
     cond = merge(
         _steering_cond(cfg, model, batch, generator, device), control_cond(cfg, batch, generator)
     )
-    cond = merge(cond, independent_cond(cfg, batch, generator))  # clips: joint training
+    cond = merge(cond, clip_cond(cfg, batch, generator))  # clips: joint training, known frames
     if not cfg.sr.low_res_size:
         return batch.images, cond
     images, size = batch.images, cfg.sr.low_res_size

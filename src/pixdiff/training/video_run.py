@@ -8,6 +8,11 @@ as independent frames (``Cond.independent_frames``): their frames attend only to
 and skip the temporal convolutions, so they train the spatial layers as images. The frames
 are the clip's own, each conditioned on the clip's caption or label: the clip sets hold no
 separate images, and a caption describes every frame of its clip.
+
+Known-frame conditioning (``data.known_frames``; docs/video.md, Image-to-video) gives the
+network, per clip, its first frame, a random subset of its frames, or none, with a mask
+(``Cond.known``, concatenated to x_t: Ho et al. 2022a, Sec. 3.1; the first frame as SVD's
+image-to-video, Blattmann et al. 2023, Sec. 4.4). The loss stays on every frame.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ import torch
 from torch import nn
 
 from pixdiff.checkpoint import find_weights, read_json, read_tensors
-from pixdiff.conditioning import Cond
+from pixdiff.conditioning import Cond, merge
 from pixdiff.config import TrainConfig
 from pixdiff.data import Batch, ClipSet, ImageSet, is_clip_dataset, load_clip_dataset, load_dataset
 from pixdiff.nets import preset
 from pixdiff.nets.text import TextConditionedNet
-from pixdiff.nets.video import TemporalOptions, init_from_image
+from pixdiff.nets.video import TemporalOptions, init_from_image, known_input
 from pixdiff.training.losses import dropped
 
 # the network config fields the data (and the conditioning) fix, which an image run must share
@@ -55,6 +60,12 @@ def check_clip_run(cfg: TrainConfig) -> None:
         raise ValueError("run.eval_every scores image samples; set run.eval_every=0 for clips")
 
 
+def known_modes(cfg: TrainConfig) -> list[str]:
+    """The ``data.known_frames`` modes; [] when no clip reveals frames (none alone)."""
+    modes = cfg.data.known_frames.split(",")
+    return [] if modes == ["none"] else modes
+
+
 def video_fields(cfg: TrainConfig, data: ImageSet | ClipSet) -> dict[str, object]:
     """The net config fields a clip run fixes (``num_frames``; with ``model.init_from`` every
     field of the image run's network); {} for an image run. One line when the preset is not
@@ -68,7 +79,10 @@ def video_fields(cfg: TrainConfig, data: ImageSet | ClipSet) -> dict[str, object
                          f"cannot train on them; use {fix}")  # fmt: skip
     if cfg.model.init_from and not clips:
         raise ValueError("model.init_from (--init-from) starts a video run from an image run")
-    return {"num_frames": data.frames} if clips else {}
+    if known_modes(cfg) and not clips:
+        raise ValueError(f"data.known_frames={cfg.data.known_frames!r} is for clips")
+    known = {"known_frames": True} if known_modes(cfg) else {}
+    return {"num_frames": data.frames, **known} if clips else {}
 
 
 def image_run_fields(cfg: TrainConfig, fitted: dict[str, object]) -> dict[str, object]:
@@ -115,6 +129,44 @@ def independent_cond(cfg: TrainConfig, batch: Batch, generator: torch.Generator)
         return None
     flags = dropped(batch.images.shape[0], cfg.data.image_share, generator)
     return Cond(independent_frames=flags.to(batch.images.device))
+
+
+def clip_cond(cfg: TrainConfig, batch: Batch, generator: torch.Generator) -> Cond | None:
+    """A clip batch's joint-training flags (:func:`independent_cond`) and known frames
+    (:func:`known_cond`); a clip trained as independent frames reveals none."""
+    independent = independent_cond(cfg, batch, generator)
+    known = known_cond(cfg, batch, generator, independent)
+    return merge(independent, known)
+
+
+def known_cond(
+    cfg: TrainConfig, batch: Batch, generator: torch.Generator, independent: Cond | None
+) -> Cond | None:
+    """The batch's ``Cond.known``: each clip draws one of the ``data.known_frames`` modes
+    uniformly; None for a run without known frames (nothing drawn)."""
+    modes = known_modes(cfg)
+    if not modes or batch.images.dim() != 5:
+        return None
+    clips = batch.images
+    given = known_mask(modes, clips.shape[0], clips.shape[1], generator).to(clips.device)
+    if independent is not None:
+        given &= ~independent.independent_frames[:, None]
+    return Cond(known=known_input(clips, given))
+
+
+def known_mask(modes: list[str], batch: int, frames: int, generator: torch.Generator):
+    """(batch, frames) bool, True on a clip's given frames: the first; or k uniform in
+    [1, F - 1] frames at random positions (interpolation and extension patterns alike); or none.
+    """
+    mode = torch.randint(len(modes), (batch,), generator=generator)
+    count = torch.randint(1, max(frames, 2), (batch,), generator=generator)
+    rank = torch.rand(batch, frames, generator=generator).argsort(1).argsort(1)
+    masks = {
+        "first": (torch.arange(frames) == 0).expand(batch, frames),
+        "random": rank < count[:, None],
+        "none": torch.zeros(batch, frames, dtype=torch.bool),
+    }
+    return torch.stack([masks[m] for m in modes])[mode, torch.arange(batch)]
 
 
 def clip_config_entry(data: ImageSet | ClipSet) -> dict[str, object]:
