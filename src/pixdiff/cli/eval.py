@@ -65,7 +65,7 @@ def add_parser(sub) -> None:
         default=None,
         help=f"comma-separated metrics from: {', '.join(METRICS)} (default: {DEFAULT_METRICS}; "
         "without acc for an extractor that has no classes, such as inception); for a video "
-        f"run: {', '.join(VIDEO_METRICS)} (default: all; docs/video.md, 'Evaluation')",
+        f"run: {', '.join(VIDEO_METRICS)}, all of them unless given (docs/video.md)",
     )
     add_num_flag(p, default=10000, help="number of samples (and real images), >= 2", old_n=True)
     p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="default: the run's")
