@@ -34,7 +34,8 @@ from pixdiff.schedules import Schedule
 
 Threshold = Literal["none", "static", "dynamic"]
 THRESHOLDS: tuple[str, ...] = get_args(Threshold)
-DEFAULT_PERCENTILE = 0.995  # Saharia et al. 2022, Sec. 2.3
+# Saharia et al. 2022 (Sec. 2.3) use 0.995; on flat backgrounds that greys them (docs/concepts.md)
+DEFAULT_PERCENTILE = 0.9
 
 
 class Classifier(Protocol):
