@@ -101,8 +101,8 @@ class Denoiser(nn.Module):
         out = self._call_net(x_in, c_noise, cond).to(_work_dtype(x_t))
         var_output = None
         if self.learn_sigma:
-            # the channel axis of (N, C, H, W) images and of (N, F, C, H, W) clips alike
-            out, var_output = out.chunk(2, dim=-3)
+            # the channel axis: dim 2 of (N, F, C, H, W) clips, dim 1 of images and vectors
+            out, var_output = out.chunk(2, dim=2 if out.ndim == 5 else 1)
         if out.shape != x_t.shape:
             raise ValueError(
                 f"network returned shape {tuple(out.shape)} for input {tuple(x_t.shape)}"
