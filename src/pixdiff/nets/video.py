@@ -15,6 +15,7 @@ network starts as one without them (:func:`zero_known_inputs`, :func:`init_from_
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -194,7 +195,7 @@ def split_independent(
     return (rest if rest.present() else None), cond.independent_frames
 
 
-class VideoNet(nn.Module):
+class VideoNet(nn.Module, ABC):
     """What a factorised video network is: an image network ``spatial`` run on every frame,
     and temporal layers it reaches through the image network's ``block_hook``.
 
@@ -237,14 +238,14 @@ class VideoNet(nn.Module):
         out = self.spatial(frames_x, frames_noise, frames_cond, block_hook=hook)
         return out.unflatten(0, (x.shape[0], x.shape[1]))
 
+    @abstractmethod
     def block_hook(self, frames: int, independent: Tensor | None) -> Callable[..., Tensor]:
         """The image network's ``block_hook`` that runs the temporal layers on clips of
         ``frames`` frames."""
-        raise NotImplementedError
 
+    @abstractmethod
     def input_conv(self) -> nn.Conv2d:
         """The image network's first layer, which x_t and the known frames enter."""
-        raise NotImplementedError
 
     def required_cond(self) -> list[str]:
         """Names of the Cond fields this network needs on every call (the known frames'

@@ -168,8 +168,8 @@ def known_cond(known: KnownFrames | None, n: int, frames: int) -> Cond | None:
     """``Cond.known`` of n clips of ``frames`` frames, for ``concat``; None otherwise."""
     if known is None or known.mode != "concat":
         return None
-    clip = known.clip(frames)[None].expand(n, *known.clip(frames).shape)
-    return Cond(known=known_input(clip, known.given(frames)[None].expand(n, frames)))
+    clip = known.clip(frames)
+    return Cond(known=known_input(clip.expand(n, *clip.shape), known.given(frames).expand(n, -1)))
 
 
 def draw_known(
