@@ -43,7 +43,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="init, batch order, frame subsampling")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--out", default=str(MOTION_DIR), help="folder to write the classifier into")
+    p.add_argument(
+        "--score-only", action="store_true",
+        help="train nothing: report the held-out accuracy of the classifier saved in --out",
+    )  # fmt: skip
     return p.parse_args(argv)
+
+
+def every_2nd(test: ClipSet) -> ClipSet:
+    """The held-out clips at every second frame (8 of 16)."""
+    return ClipSet(test.clips[:, ::2], motions=test.motions, name="clips-test-8")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,6 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     train = load_clips(spec)
     test = load_clips(ClipSpec(source=args.source, size=32, frames=16,
                                num_clips=args.test_clips, split="test"))  # fmt: skip
+    if args.score_only:
+        saved = ClipExtractor(load_video_classifier(args.out), name="s")
+        acc, acc8 = motion_accuracy_of(saved, test), motion_accuracy_of(saved, every_2nd(test))
+        print(f"held-out motion accuracy: {acc:.4f} (16 frames), {acc8:.4f} (every 2nd frame)")
+        return
     start = time.perf_counter()
     model, acc = train_motion_classifier(
         train, test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -61,8 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     wall = time.perf_counter() - start
     saved = ClipExtractor(load_video_classifier(save_video_classifier(model, args.out)), name="s")
-    every_2nd = ClipSet(test.clips[:, ::2], motions=test.motions, name="clips-test-8")
-    acc8 = motion_accuracy_of(saved, every_2nd)
+    acc8 = motion_accuracy_of(saved, every_2nd(test))
     flags = sys.argv[1:] if argv is None else argv
     metadata = {
         "command": " ".join(["python bench/train_motion_classifier.py", *flags]),

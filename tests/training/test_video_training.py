@@ -131,6 +131,14 @@ def test_clip_folder_with_a_bad_file_is_one_line(tmp_path, capsys):
     assert code != 0 and "broken.gif" in line
 
 
+def test_synthetic_clips_at_the_image_default_size_is_one_line_naming_the_flag(tmp_path, capsys):
+    code, err = cli(capsys, "train", "--data", "fashion-clips", "--frames", FRAMES, "--preset",
+                    "video-unet-tiny", "--out", tmp_path / "run", "--steps", 1)  # fmt: skip
+    line = one_line(err)
+    assert code != 0 and "--image-size 28" in line and "pass --image-size 32" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_joint_training_flag_makes_frames_independent():
     """A flagged clip's frame depends on no other frame (so neither does its loss); an
     unflagged clip's does, once the temporal layers are not zero."""

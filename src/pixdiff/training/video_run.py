@@ -26,6 +26,8 @@ from pixdiff.checkpoint import find_weights, read_json, read_tensors
 from pixdiff.conditioning import Cond, merge
 from pixdiff.config import TrainConfig
 from pixdiff.data import Batch, ClipSet, ImageSet, is_clip_dataset, load_clip_dataset, load_dataset
+from pixdiff.data.clip_load import CLIP_DATASETS
+from pixdiff.data.clips import SIZE_RANGE
 from pixdiff.nets import preset
 from pixdiff.nets.text import TextConditionedNet
 from pixdiff.nets.video import TemporalOptions, init_from_image, known_input
@@ -56,6 +58,12 @@ def check_clip_run(cfg: TrainConfig) -> None:
     """One line for what a clip run cannot do (yet)."""
     if cfg.sr.low_res_size or cfg.control.enabled:
         raise ValueError(f"{cfg.data.name!r} is clips: --sr-from and --control are image runs'")
+    low, high = SIZE_RANGE
+    if cfg.data.name in CLIP_DATASETS and not low <= cfg.data.image_size <= high:
+        raise ValueError(
+            f"--image-size {cfg.data.image_size}: {cfg.data.name} clips are {low} to {high} px "
+            f"(the image default is 28); pass --image-size {low}"
+        )
     if cfg.run.eval_every:
         raise ValueError("run.eval_every scores image samples; set run.eval_every=0 for clips")
 
